@@ -1,0 +1,406 @@
+"""The aiohttp MCP gateway: SSE and Streamable HTTP transports, health, metrics and admin routes."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway_sim import mcp
+from gateway_sim import store as st
+from gateway_sim.config import GatewayConfig
+from gateway_sim.metrics import CycleLog, GatewayMetrics
+from gateway_sim.registry import SessionRegistry
+from gateway_sim.store import SessionStore, open_store
+from gateway_sim.transports import SSETransport, StreamableHTTPTransport, sse_event
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", GatewayConfig)
+STORE = web.AppKey("store", SessionStore)
+REGISTRY = web.AppKey("registry", SessionRegistry)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+CYCLES = web.AppKey("cycles", CycleLog)
+TASKS = web.AppKey("tasks", set)
+
+SESSION_HEADER = "Mcp-Session-Id"
+_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+MCP_PATHS = ("/sse", "/message", "/mcp")
+
+
+def json_error(status: int, message: str, code: int | None = None, request_id: Any = None) -> web.Response:
+    """An HTTP error whose body is a JSON-RPC error object."""
+    body = mcp.error_response(request_id, code if code is not None else -32000, message)
+    return web.json_response(body, status=status)
+
+
+# --- middlewares -------------------------------------------------------------------------------------
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """Turn aiohttp's HTTP errors into JSON bodies; an unexpected error is a logged 500, never a leak."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        reason = exc.reason
+        if exc.status == 413:
+            reason = f"request body too large (limit {request.app[CONFIG].max_body_bytes} bytes)"
+        return _with_headers(json_error(exc.status, reason), exc)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except SQLAlchemyError as exc:
+        log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+        return json_error(503, "database unavailable, try again")
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return json_error(500, "internal error")
+
+
+def _with_headers(response: web.Response, exc: web.HTTPException) -> web.Response:
+    allow = exc.headers.get("Allow")
+    if allow:
+        response.headers["Allow"] = allow
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                          ) -> web.StreamResponse:
+    """With ``auth_token`` set, MCP endpoints need ``Authorization: Bearer <token>``."""
+    token = request.app[CONFIG].auth_token
+    if token and request.path.startswith(MCP_PATHS):
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return _with_headers(json_error(401, "missing or wrong bearer token"),
+                                 web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"}))
+    return await handler(request)
+
+
+def _is_loopback(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def admin_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """Admin routes answer loopback clients only."""
+    if request.path.startswith("/admin/") and not _is_loopback(request):
+        return json_error(403, "admin endpoints answer loopback clients only")
+    return await handler(request)
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+async def _read_json_rpc(request: web.Request) -> mcp.Request:
+    content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
+    if content_type not in ("application/json", ""):
+        raise _HttpJsonRpc(415, mcp.JsonRpcError(mcp.INVALID_REQUEST,
+                                                 f"Content-Type must be application/json, got {content_type}"))
+    body = await request.read()
+    try:
+        return mcp.parse_body(body)
+    except mcp.JsonRpcError as exc:
+        raise _HttpJsonRpc(400, exc) from None
+
+
+class _HttpJsonRpc(Exception):
+    def __init__(self, status: int, error: mcp.JsonRpcError) -> None:
+        super().__init__(error.message)
+        self.status = status
+        self.error = error
+
+    def response(self) -> web.Response:
+        return web.json_response(self.error.response(), status=self.status)
+
+
+def _spawn(app: web.Application, coro: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(coro)
+    app[TASKS].add(task)
+    task.add_done_callback(app[TASKS].discard)
+
+
+# --- SSE transport -----------------------------------------------------------------------------------
+async def sse_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /sse``: open a session; ``endpoint`` first, then ``message`` and ``keepalive`` events."""
+    app = request.app
+    registry = app[REGISTRY]
+    transport = SSETransport(request)
+    session_id = await registry.add_session(transport)
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    })
+    client_gone = False
+    try:
+        await response.prepare(request)
+        await response.write(sse_event("endpoint", f"/message?session_id={session_id}"))
+        keepalive = app[CONFIG].sse_keepalive
+        while True:
+            try:
+                message = await asyncio.wait_for(transport.queue.get(), keepalive)
+            except TimeoutError:
+                await response.write(sse_event("keepalive", "{}"))
+                continue
+            if message is None:
+                break
+            await response.write(sse_event("message", message))
+    except ConnectionError:
+        client_gone = True
+        transport.mark_closed()
+    finally:
+        if client_gone:
+            await asyncio.shield(registry.remove_session(session_id, "stream_closed"))
+    return response
+
+
+def _session_id_param(value: str | None) -> str:
+    if not value:
+        raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "missing session id"))
+    if not _SESSION_ID.match(value):
+        raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "malformed session id"))
+    return value
+
+
+async def message_handler(request: web.Request) -> web.StreamResponse:
+    """``POST /message?session_id=ID``: accept a JSON-RPC message; the answer goes on the stream."""
+    try:
+        session_id = _session_id_param(request.query.get("session_id"))
+        transport = request.app[REGISTRY].get(session_id)
+        if transport is None or transport.kind != "sse":
+            return json_error(404, f"unknown session {session_id}")
+        rpc = await _read_json_rpc(request)
+    except _HttpJsonRpc as exc:
+        return exc.response()
+
+    async def answer() -> None:
+        response = await mcp.dispatch(rpc)
+        if response is not None:
+            try:
+                await transport.send(response)
+            except ConnectionError:
+                log.info("session %s left before its answer", session_id)
+
+    _spawn(request.app, answer())
+    return web.json_response({"status": "accepted"}, status=202)
+
+
+# --- Streamable HTTP transport -----------------------------------------------------------------------
+async def mcp_post_handler(request: web.Request) -> web.StreamResponse:
+    """``POST /mcp``: ``initialize`` creates a session (``Mcp-Session-Id``); later calls carry it."""
+    registry = request.app[REGISTRY]
+    header = request.headers.get(SESSION_HEADER)
+    try:
+        if header is not None:
+            session_id = _session_id_param(header)
+            transport = registry.get(session_id)
+            if transport is None or transport.kind != "streamable_http":
+                return json_error(404, f"unknown session {session_id}")
+        rpc = await _read_json_rpc(request)
+    except _HttpJsonRpc as exc:
+        return exc.response()
+    headers: dict[str, str] = {}
+    if header is None:
+        if rpc.method != "initialize":
+            return json_error(400, f"missing {SESSION_HEADER} header (only initialize may omit it)",
+                              mcp.INVALID_REQUEST, rpc.id)
+        response = await mcp.dispatch(rpc)
+        if response is not None and "error" not in response:
+            headers[SESSION_HEADER] = await registry.add_session(StreamableHTTPTransport())
+    else:
+        if not await registry.store.run(st.touch_session, session_id):
+            await registry.remove_session(session_id, "missing", delete_row=False)
+            return json_error(404, f"session {session_id} expired")
+        response = await mcp.dispatch(rpc)
+    if response is None:
+        return web.json_response({"status": "accepted"}, status=202, headers=headers)
+    return web.json_response(response, headers=headers)
+
+
+async def mcp_delete_handler(request: web.Request) -> web.StreamResponse:
+    """``DELETE /mcp``: end the session named in ``Mcp-Session-Id``."""
+    try:
+        session_id = _session_id_param(request.headers.get(SESSION_HEADER))
+    except _HttpJsonRpc as exc:
+        return exc.response()
+    registry = request.app[REGISTRY]
+    transport = registry.get(session_id)
+    if transport is None or transport.kind != "streamable_http":
+        return json_error(404, f"unknown session {session_id}")
+    await registry.remove_session(session_id, "deleted")
+    return web.json_response({"status": "deleted", "session_id": session_id})
+
+
+async def mcp_get_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /mcp``: this server offers no server-initiated stream."""
+    return _with_headers(json_error(405, "GET /mcp streams are not offered; use POST"),
+                         web.HTTPMethodNotAllowed("GET", ["POST", "DELETE"]))
+
+
+# --- health, metrics, admin --------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers and how many sessions it holds."""
+    return web.json_response({
+        "status": "ok",
+        "worker": request.app[CONFIG].worker_id,
+        "pid": os.getpid(),
+        "sessions": len(request.app[REGISTRY].sessions),
+    })
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    app = request.app
+    app[METRICS].observe_pool(app[STORE].monitor.snapshot(), len(app[REGISTRY].sessions))
+    return web.Response(body=generate_latest(app[METRICS].registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_PARAMS, f"{name} must be an integer")) from None
+
+
+async def admin_cycles(request: web.Request) -> web.Response:
+    """Recent cycle records (``?since=N`` for those after cycle N), pool gauges and accounting."""
+    app = request.app
+    try:
+        since = _int_query(request, "since", 0)
+        limit = _int_query(request, "limit", 1000)
+    except _HttpJsonRpc as exc:
+        return exc.response()
+    cycles = app[CYCLES].since(since)[-max(0, limit):] if limit > 0 else []
+    registry = app[REGISTRY]
+    config = app[CONFIG]
+    return web.json_response({
+        "worker": config.worker_id,
+        "pid": os.getpid(),
+        "cycles_total": app[CYCLES].total,
+        "cycles": [c.as_dict() for c in cycles],
+        "pool": app[STORE].monitor.snapshot().as_dict(),
+        "sessions": registry.accounting(),
+        "config": {
+            "strategy": config.registry.strategy,
+            "driver": config.store.driver,
+            "max_concurrent": config.registry.max_concurrent,
+            "batch_size": config.registry.batch_size,
+            "cleanup_interval": config.registry.cleanup_interval,
+            "session_ttl": config.registry.session_ttl,
+            "pool_size": config.store.pool_size,
+            "max_overflow": config.store.max_overflow,
+            "pool_timeout": config.store.pool_timeout,
+            "executor_threads": app[STORE].executor_threads,
+            "sse_keepalive": config.sse_keepalive,
+        },
+    })
+
+
+async def admin_cleanup(request: web.Request) -> web.Response:
+    """Run one cleanup cycle now and return its record."""
+    record = await request.app[REGISTRY].run_cleanup_cycle()
+    return web.json_response(record.as_dict())
+
+
+async def admin_latency_get(request: web.Request) -> web.Response:
+    """The injected refresh latency/jitter/error rate in force."""
+    return web.json_response(await request.app[STORE].run(st.get_fault_knobs))
+
+
+async def admin_latency_post(request: web.Request) -> web.Response:
+    """Change the injected latency live: ``{"latency_ms": 80, "jitter_ms": 5, "error_rate": 0}``."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
+    if not isinstance(body, dict) or set(body) - {"latency_ms", "jitter_ms", "error_rate"}:
+        return json_error(400, "expected an object with latency_ms, jitter_ms and/or error_rate",
+                          mcp.INVALID_PARAMS)
+    values: dict[str, float | None] = {}
+    for name in ("latency_ms", "jitter_ms", "error_rate"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return json_error(400, f"{name} must be a number", mcp.INVALID_PARAMS)
+        values[name] = None if value is None else float(value)
+    try:
+        knobs = await request.app[STORE].run(st.set_fault_knobs, values["latency_ms"], values["jitter_ms"],
+                                              values["error_rate"])
+    except ValueError as exc:
+        return json_error(400, str(exc), mcp.INVALID_PARAMS)
+    return web.json_response(knobs)
+
+
+# --- app factory ----------------------------------------------------------------------------------------
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    store = open_store(config.store)
+    try:
+        await store.run(st.create_schema)
+        if config.db_latency_ms is not None or config.db_jitter_ms is not None:
+            await store.run(st.set_fault_knobs, config.db_latency_ms, config.db_jitter_ms, None)
+        metrics = GatewayMetrics()
+        cycles = CycleLog(history=config.cycle_history, path=config.cycle_log)
+        registry = SessionRegistry(store, config.registry, cycles, metrics, worker_id=config.worker_id)
+        app[STORE] = store
+        app[METRICS] = metrics
+        app[CYCLES] = cycles
+        app[REGISTRY] = registry
+        cleanup_task = asyncio.create_task(registry.run_forever(), name="cleanup-loop")
+        yield
+        cleanup_task.cancel()
+        await asyncio.gather(cleanup_task, return_exceptions=True)
+        for task in list(app[TASKS]):
+            task.cancel()
+        await asyncio.gather(*app[TASKS], return_exceptions=True)
+    finally:
+        await store.close()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    # End SSE streams so their handlers return, and delete this worker's rows while the DB is open.
+    if REGISTRY in app:
+        await app[REGISTRY].close()
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    """Build the gateway application; resources start and stop with the app."""
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[error_middleware, admin_middleware, auth_middleware],
+    )
+    app[CONFIG] = config
+    app[TASKS] = set()
+    app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_get("/sse", sse_handler)
+    app.router.add_post("/message", message_handler)
+    app.router.add_post("/mcp", mcp_post_handler)
+    app.router.add_delete("/mcp", mcp_delete_handler)
+    app.router.add_get("/mcp", mcp_get_handler, allow_head=False)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+    if config.admin_enabled:
+        app.router.add_get("/admin/cycles", admin_cycles)
+        app.router.add_post("/admin/cleanup", admin_cleanup)
+        app.router.add_get("/admin/latency", admin_latency_get)
+        app.router.add_post("/admin/latency", admin_latency_post)
+    return app

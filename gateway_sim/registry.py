@@ -1,0 +1,307 @@
+"""The session registry and its cleanup cycle: the real two-phase, bounded-gather algorithm.
+
+Each cycle:
+  expiry  delete rows idle longer than the TTL (database clock on both sides);
+  phase 1 sequential ``await transport.is_connected()`` for every local session, removing the gone;
+  phase 2 refresh ``last_accessed`` of the connected ones with the chosen strategy. A refresh that
+          raises is logged and the session kept; one that finds no row removes the session locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway_sim import store as st
+from gateway_sim.config import RegistryConfig
+from gateway_sim.metrics import CycleLog, CycleRecord, GatewayMetrics
+from gateway_sim.store import SessionStore
+from gateway_sim.transports import Transport
+
+log = logging.getLogger(__name__)
+
+RefreshResult = bool | BaseException
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    """What a strategy needs: how to refresh one id, many ids at once, and its bounds."""
+
+    refresh_one: Callable[[str], Awaitable[bool]]
+    refresh_many: Callable[[Sequence[str]], Awaitable[set[str]]]
+    max_concurrent: int
+    batch_size: int
+
+
+async def refresh_sequential(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshResult]:
+    """One refresh after another: the loop before parallel cleanup."""
+    results: list[RefreshResult] = []
+    for session_id in ids:
+        try:
+            results.append(await plan.refresh_one(session_id))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+async def refresh_gather(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshResult]:
+    """All refreshes at once with ``asyncio.gather`` (unbounded)."""
+    return list(await asyncio.gather(*(plan.refresh_one(i) for i in ids), return_exceptions=True))
+
+
+async def refresh_bounded(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshResult]:
+    """``asyncio.gather`` with at most ``max_concurrent`` refreshes in flight (a semaphore)."""
+    semaphore = asyncio.Semaphore(plan.max_concurrent)
+
+    async def bounded(session_id: str) -> bool:
+        async with semaphore:
+            return await plan.refresh_one(session_id)
+
+    return list(await asyncio.gather(*(bounded(i) for i in ids), return_exceptions=True))
+
+
+async def refresh_batched(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshResult]:
+    """One ``UPDATE … = ANY(:ids) RETURNING`` per chunk: one round trip per ``batch_size`` ids."""
+    results: list[RefreshResult] = []
+    for start in range(0, len(ids), plan.batch_size):
+        chunk = ids[start:start + plan.batch_size]
+        try:
+            found = await plan.refresh_many(chunk)
+        except Exception as exc:
+            results.extend(exc for _ in chunk)
+        else:
+            results.extend(i in found for i in chunk)
+    return results
+
+
+STRATEGY_FUNCTIONS: dict[str, Callable[[Sequence[str], RefreshPlan], Awaitable[list[RefreshResult]]]] = {
+    "sequential": refresh_sequential,
+    "gather": refresh_gather,
+    "bounded": refresh_bounded,
+    "batched": refresh_batched,
+}
+
+SessionListener = Callable[[str, str, str, str], None]
+"""Called as ``listener(event, session_id, kind, reason)`` on ``created`` and ``removed``."""
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class SessionRegistry:
+    """Local sessions of one gateway process, their rows in Postgres, and the cleanup cycle."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        config: RegistryConfig,
+        cycle_log: CycleLog | None = None,
+        metrics: GatewayMetrics | None = None,
+        worker_id: str = "0",
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.cycle_log = cycle_log or CycleLog()
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self.sessions: dict[str, Transport] = {}
+        self.created: Counter[str] = Counter()
+        self.removed: Counter[str] = Counter()
+        self.listeners: list[SessionListener] = []
+        self._cycle_no = 0
+        self._cycle_lock = asyncio.Lock()
+        self._inflight = 0
+        self._inflight_peak = 0
+
+    # -- sessions ------------------------------------------------------------------------------
+    def get(self, session_id: str) -> Transport | None:
+        """The local transport of ``session_id``, if this process holds it."""
+        return self.sessions.get(session_id)
+
+    def _emit(self, event: str, session_id: str, kind: str, reason: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, session_id, kind, reason)
+            except Exception:
+                log.exception("session listener failed")
+
+    async def add_session(self, transport: Transport, data: str | None = None) -> str:
+        """Register a new session (128-bit random id) and insert its row."""
+        session_id = secrets.token_hex(16)
+        await self.store.run(st.insert_session, session_id, data)
+        self.sessions[session_id] = transport
+        self.created[transport.kind] += 1
+        if self.metrics:
+            self.metrics.created.labels(transport=transport.kind).inc()
+        self._emit("created", session_id, transport.kind, "")
+        return session_id
+
+    async def remove_session(self, session_id: str, reason: str, *, delete_row: bool = True) -> bool:
+        """Close the transport and delete the row; False if this process did not hold the session.
+
+        A failed row delete is logged and left for the TTL sweep: the client is gone either way.
+        """
+        transport = self.sessions.pop(session_id, None)
+        if transport is None:
+            return False
+        self.removed[reason] += 1
+        if self.metrics:
+            self.metrics.removed.labels(reason=reason).inc()
+        self._emit("removed", session_id, transport.kind, reason)
+        try:
+            await transport.disconnect()
+        except Exception:
+            log.exception("closing transport of %s failed", session_id)
+        if delete_row:
+            try:
+                await self.store.run(st.delete_session, session_id)
+            except Exception as exc:
+                log.warning("deleting row of %s failed (the TTL sweep will): %s", session_id, exc)
+        return True
+
+    def accounting(self) -> dict[str, Any]:
+        """created = removed + active, by transport kind and by removal reason."""
+        return {
+            "created": sum(self.created.values()),
+            "created_by_transport": dict(self.created),
+            "removed": sum(self.removed.values()),
+            "removed_by_reason": dict(self.removed),
+            "active": len(self.sessions),
+            "active_persistent": sum(1 for t in self.sessions.values() if t.persistent),
+        }
+
+    # -- cleanup -------------------------------------------------------------------------------
+    async def _refresh_one(self, session_id: str) -> bool:
+        self._inflight += 1
+        self._inflight_peak = max(self._inflight_peak, self._inflight)
+        try:
+            return await self.store.run(st.refresh_session, session_id)
+        finally:
+            self._inflight -= 1
+
+    async def _refresh_many(self, session_ids: Sequence[str]) -> set[str]:
+        self._inflight += 1
+        self._inflight_peak = max(self._inflight_peak, self._inflight)
+        try:
+            return await self.store.run(st.refresh_sessions, session_ids)
+        finally:
+            self._inflight -= 1
+
+    async def _expire(self) -> int:
+        expired = await self.store.run(st.expire_sessions, self.config.session_ttl)
+        for session_id in expired:
+            await self.remove_session(session_id, "expired", delete_row=False)
+        return len(expired)
+
+    async def run_cleanup_cycle(self) -> CycleRecord:
+        """Run one cleanup cycle and record it."""
+        async with self._cycle_lock:
+            return await self._cycle()
+
+    async def _cycle(self) -> CycleRecord:
+        monitor = self.store.monitor
+        monitor.take_window()
+        self._cycle_no += 1
+        self._inflight_peak = 0
+        started_at = _utc_now()
+        sessions_local = len(self.sessions)
+        error: str | None = None
+        t0 = time.perf_counter()
+
+        expired = 0
+        try:
+            expired = await self._expire()
+        except Exception as exc:
+            error = f"expiry sweep failed: {type(exc).__name__}: {exc}"
+            log.warning(error)
+        t1 = time.perf_counter()
+
+        connected: list[str] = []
+        checked = removed_disconnected = 0
+        for session_id, transport in list(self.sessions.items()):
+            if not transport.persistent:
+                continue
+            checked += 1
+            if await transport.is_connected():
+                connected.append(session_id)
+            elif await self.remove_session(session_id, "disconnected"):
+                removed_disconnected += 1
+        t2 = time.perf_counter()
+
+        plan = RefreshPlan(self._refresh_one, self._refresh_many,
+                           self.config.max_concurrent, self.config.batch_size)
+        results = await STRATEGY_FUNCTIONS[self.config.strategy](connected, plan) if connected else []
+        refreshed = removed_missing = errors = 0
+        for session_id, result in zip(connected, results, strict=True):
+            if isinstance(result, BaseException):
+                errors += 1
+                log.error("error refreshing session %s: %s: %s", session_id, type(result).__name__, result)
+            elif result:
+                refreshed += 1
+            elif await self.remove_session(session_id, "missing", delete_row=False):
+                removed_missing += 1
+        t3 = time.perf_counter()
+
+        record = CycleRecord(
+            worker=self.worker_id,
+            cycle=self._cycle_no,
+            started_at=started_at,
+            strategy=self.config.strategy,
+            driver=self.store.config.driver,
+            max_concurrent=self.config.max_concurrent,
+            expiry_ms=_ms(t1 - t0),
+            phase1_ms=_ms(t2 - t1),
+            phase2_ms=_ms(t3 - t2),
+            total_ms=_ms(t3 - t0),
+            sessions_local=sessions_local,
+            checked=checked,
+            removed_disconnected=removed_disconnected,
+            refreshed=refreshed,
+            removed_missing=removed_missing,
+            refresh_errors=errors,
+            expired=expired,
+            max_inflight=self._inflight_peak,
+            pool=monitor.take_window(),
+            pool_size=self.store.config.pool_size,
+            max_overflow=self.store.config.max_overflow,
+            executor_threads=self.store.executor_threads,
+            error=error,
+        )
+        self.cycle_log.add(record)
+        if self.metrics:
+            self.metrics.observe_cycle(record)
+        return record
+
+    async def run_forever(self) -> None:
+        """Run a cleanup cycle every ``cleanup_interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.config.cleanup_interval)
+            try:
+                await self.run_cleanup_cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cleanup cycle failed")
+
+    async def close(self) -> None:
+        """Graceful shutdown: close every local session and delete their rows in one statement."""
+        session_ids = list(self.sessions)
+        for session_id in session_ids:
+            await self.remove_session(session_id, "shutdown", delete_row=False)
+        if session_ids:
+            try:
+                await self.store.run(st.delete_sessions, session_ids)
+            except Exception as exc:
+                log.warning("deleting %d rows at shutdown failed: %s", len(session_ids), exc)

@@ -1,0 +1,355 @@
+"""Tables and statements for the session store, and the two drivers that run them.
+
+Each statement is written once, as a function of a synchronous ORM ``Session``. The ``thread``
+driver runs it on a synchronous engine (psycopg) in a thread pool, as the real gateway does with
+``asyncio.to_thread``; the ``async`` driver runs the very same function on SQLAlchemy's asyncio
+engine (asyncpg) through ``AsyncSession.run_sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    bindparam,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from gateway_sim.config import StoreConfig
+from gateway_sim.pool_monitor import PoolMonitor
+
+T = TypeVar("T")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the gateway's tables."""
+
+
+class SessionRow(Base):
+    """One MCP session, as the real gateway stores it."""
+
+    __tablename__ = "mcp_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_accessed: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    data: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_mcp_sessions_last_accessed", "last_accessed"),)
+
+
+class MessageRow(Base):
+    """A message queued for a session (the real gateway's cross-worker relay)."""
+
+    __tablename__ = "mcp_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("mcp_sessions.session_id", ondelete="CASCADE"), index=True
+    )
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- fault hooks: latency and errors injected inside Postgres -------------------------------------
+# A one-row table every statement can read, so a change applies live to all connections, and a
+# statement-level trigger on refreshes (UPDATE OF last_accessed): a batched UPDATE pays it once.
+FAULT_HOOK_DDL: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS mcp_loadtest_knobs (
+        id integer PRIMARY KEY CHECK (id = 1),
+        latency_ms double precision NOT NULL DEFAULT 0,
+        jitter_ms double precision NOT NULL DEFAULT 0,
+        error_rate double precision NOT NULL DEFAULT 0
+    )""",
+    "INSERT INTO mcp_loadtest_knobs (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+    """CREATE OR REPLACE FUNCTION mcp_loadtest_refresh_hook() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    DECLARE k record;
+    BEGIN
+        SELECT latency_ms, jitter_ms, error_rate INTO k FROM mcp_loadtest_knobs WHERE id = 1;
+        IF k.error_rate > 0 AND random() < k.error_rate THEN
+            RAISE EXCEPTION 'injected refresh fault' USING ERRCODE = 'XX001';
+        END IF;
+        IF k.latency_ms > 0 OR k.jitter_ms > 0 THEN
+            PERFORM pg_sleep(greatest(0, k.latency_ms + (random() * 2 - 1) * k.jitter_ms) / 1000.0);
+        END IF;
+        RETURN NULL;
+    END $$""",
+    "DROP TRIGGER IF EXISTS mcp_loadtest_refresh_delay ON mcp_sessions",
+    """CREATE TRIGGER mcp_loadtest_refresh_delay BEFORE UPDATE OF last_accessed ON mcp_sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION mcp_loadtest_refresh_hook()""",
+)
+
+_SCHEMA_LOCK_KEY = 727_001  # advisory lock: several gateway workers may create the schema at once
+
+
+def create_schema(session: Session) -> None:
+    """Create the tables and fault hooks if they are missing (safe for concurrent workers)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    Base.metadata.create_all(session.connection())
+    for statement in FAULT_HOOK_DDL:
+        session.execute(text(statement))
+    session.commit()
+
+
+def set_fault_knobs(
+    session: Session,
+    latency_ms: float | None = None,
+    jitter_ms: float | None = None,
+    error_rate: float | None = None,
+) -> dict[str, float]:
+    """Change the injected latency/jitter/error rate live; ``None`` leaves a knob as it is."""
+    values = {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "error_rate": error_rate}
+    for name, value in values.items():
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0")
+    if error_rate is not None and error_rate > 1:
+        raise ValueError("error_rate must be between 0 and 1")
+    session.execute(
+        text(
+            "UPDATE mcp_loadtest_knobs SET latency_ms = coalesce(:latency_ms, latency_ms),"
+            " jitter_ms = coalesce(:jitter_ms, jitter_ms), error_rate = coalesce(:error_rate, error_rate)"
+            " WHERE id = 1"
+        ).bindparams(
+            bindparam("latency_ms", type_=Float), bindparam("jitter_ms", type_=Float),
+            bindparam("error_rate", type_=Float),
+        ),
+        values,
+    )
+    session.commit()
+    return get_fault_knobs(session)
+
+
+def get_fault_knobs(session: Session) -> dict[str, float]:
+    """The injected latency/jitter/error rate in force."""
+    row = session.execute(
+        text("SELECT latency_ms, jitter_ms, error_rate FROM mcp_loadtest_knobs WHERE id = 1")
+    ).one()
+    return {"latency_ms": float(row[0]), "jitter_ms": float(row[1]), "error_rate": float(row[2])}
+
+
+# --- the statements --------------------------------------------------------------------------------
+def insert_session(session: Session, session_id: str, data: str | None = None) -> None:
+    """Insert a session row."""
+    session.execute(insert(SessionRow).values(session_id=session_id, data=data))
+    session.commit()
+
+
+def delete_session(session: Session, session_id: str) -> bool:
+    """Delete a session row and (by cascade) its messages; True if a row was deleted."""
+    deleted = session.execute(
+        delete(SessionRow).where(SessionRow.session_id == session_id).returning(SessionRow.session_id)
+    ).first()
+    session.commit()
+    return deleted is not None
+
+
+def delete_sessions(session: Session, session_ids: Sequence[str]) -> int:
+    """Delete many session rows in one statement; how many were deleted."""
+    result = session.execute(
+        delete(SessionRow).where(SessionRow.session_id == func.any(bindparam("ids", type_=ARRAY(String)))),
+        {"ids": list(session_ids)},
+    )
+    session.commit()
+    return int(result.rowcount or 0)
+
+
+def refresh_session(session: Session, session_id: str) -> bool:
+    """The real gateway's refresh: load the row, set ``last_accessed``, commit. False if no row."""
+    row = session.get(SessionRow, session_id)
+    if row is None:
+        session.rollback()
+        return False
+    row.last_accessed = func.now()  # type: ignore[assignment]
+    session.commit()
+    return True
+
+
+_REFRESH_MANY = (
+    update(SessionRow)
+    .where(SessionRow.session_id == func.any(bindparam("ids", type_=ARRAY(String))))
+    .values(last_accessed=func.now())
+    .returning(SessionRow.session_id)
+)
+
+
+def refresh_sessions(session: Session, session_ids: Sequence[str]) -> set[str]:
+    """One ``UPDATE … WHERE session_id = ANY(:ids) RETURNING session_id``; the ids that exist."""
+    found = {row[0] for row in session.execute(_REFRESH_MANY, {"ids": list(session_ids)})}
+    session.commit()
+    return found
+
+
+def expire_sessions(session: Session, ttl_seconds: float) -> list[str]:
+    """Delete rows idle longer than ``ttl_seconds`` by the database clock; the deleted ids."""
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, bindparam("ttl", ttl_seconds, type_=Float))
+    rows = session.execute(
+        delete(SessionRow).where(SessionRow.last_accessed < cutoff).returning(SessionRow.session_id)
+    ).all()
+    session.commit()
+    return [row[0] for row in rows]
+
+
+def session_exists(session: Session, session_id: str) -> bool:
+    """True if a row for ``session_id`` exists."""
+    return session.get(SessionRow, session_id) is not None
+
+
+def touch_session(session: Session, session_id: str) -> bool:
+    """Mark activity on a session (a request arrived): sets ``last_accessed``; False if no row."""
+    return refresh_session(session, session_id)
+
+
+def all_session_ids(session: Session) -> set[str]:
+    """Every session id in the table."""
+    return set(session.scalars(select(SessionRow.session_id)))
+
+
+def add_message(session: Session, session_id: str, message: str) -> None:
+    """Queue a message for a session."""
+    session.execute(insert(MessageRow).values(session_id=session_id, message=message))
+    session.commit()
+
+
+# --- drivers ---------------------------------------------------------------------------------------
+def driver_url(url: str, driver: str) -> str:
+    """Turn any ``postgresql://`` URL into the SQLAlchemy URL for ``driver`` (thread/async)."""
+    parsed = make_url(url)
+    name = "postgresql+psycopg" if driver == "thread" else "postgresql+asyncpg"
+    return parsed.set(drivername=name).render_as_string(hide_password=False)
+
+
+class SessionStore(ABC):
+    """Runs the statements above on a pooled engine and watches the pool."""
+
+    monitor: PoolMonitor
+    config: StoreConfig
+
+    def _call(self, session: Session, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self.monitor.acquire(session)
+        return fn(session, *args)
+
+    @abstractmethod
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(session, *args)`` with a pooled connection and return its result."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Dispose of the engine (and executor)."""
+
+    @property
+    @abstractmethod
+    def engine(self) -> Engine:
+        """The synchronous engine behind the store (for pool inspection)."""
+
+    @property
+    def executor_threads(self) -> int | None:
+        """Worker threads limiting the driver, or None when no executor is involved."""
+        return None
+
+
+def _engine_kwargs(config: StoreConfig) -> dict[str, Any]:
+    return {
+        "pool_size": config.pool_size,
+        "max_overflow": config.max_overflow,
+        "pool_timeout": config.pool_timeout,
+        "pool_pre_ping": True,
+    }
+
+
+class ThreadStore(SessionStore):
+    """Synchronous SQLAlchemy (psycopg) in worker threads: what the real gateway does."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self._engine = create_engine(
+            driver_url(config.db_url, "thread"),
+            connect_args={"application_name": config.application_name},
+            **_engine_kwargs(config),
+        )
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._executor = ThreadPoolExecutor(config.executor_threads, thread_name_prefix="gateway-db")
+        self.monitor = PoolMonitor(self._engine.pool, config.pool_size, config.max_overflow,
+                                   executor_threads=config.executor_threads)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def executor_threads(self) -> int | None:
+        return self.config.executor_threads
+
+    def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self.monitor.dequeue()
+        with self._sessions() as session:
+            return self._call(session, fn, args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        # asyncio.to_thread semantics (context copied) on an executor of executor_threads workers.
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        self.monitor.enqueue()
+        call = functools.partial(ctx.run, self._in_thread, fn, args)
+        return await loop.run_in_executor(self._executor, call)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.monitor.detach()
+        self._engine.dispose()
+
+
+class AsyncStore(SessionStore):
+    """SQLAlchemy's asyncio engine on asyncpg, running the same statements via ``run_sync``."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self._async_engine: AsyncEngine = create_async_engine(
+            driver_url(config.db_url, "async"),
+            connect_args={"server_settings": {"application_name": config.application_name}},
+            **_engine_kwargs(config),
+        )
+        self._sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
+        self.monitor = PoolMonitor(self._async_engine.sync_engine.pool, config.pool_size, config.max_overflow)
+
+    @property
+    def engine(self) -> Engine:
+        return self._async_engine.sync_engine
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        session: AsyncSession
+        async with self._sessions() as session:
+            return await session.run_sync(self._call, fn, args)
+
+    async def close(self) -> None:
+        self.monitor.detach()
+        await self._async_engine.dispose()
+
+
+def open_store(config: StoreConfig) -> SessionStore:
+    """The store for ``config.driver``."""
+    return ThreadStore(config) if config.driver == "thread" else AsyncStore(config)

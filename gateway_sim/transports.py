@@ -1,0 +1,118 @@
+"""Session transports: SSE streams, Streamable HTTP, and a synthetic one for direct benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Protocol
+
+from aiohttp import web
+
+
+class Transport(Protocol):
+    """What the registry needs of a session's transport."""
+
+    kind: str
+    #: True when the transport holds a client connection that cleanup must check and keep alive.
+    persistent: bool
+
+    async def is_connected(self) -> bool:
+        """Whether the client is still there (a real check of the connection)."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Deliver a JSON-RPC message to the client."""
+
+    async def disconnect(self) -> None:
+        """Close the client connection (idempotent)."""
+
+
+class SSETransport:
+    """A client's ``GET /sse`` stream; messages are queued and written by the stream's handler."""
+
+    kind = "sse"
+    persistent = True
+
+    def __init__(self, request: web.Request, queue_size: int = 1000) -> None:
+        self._request = request
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_size)
+        self._closed = False
+
+    async def is_connected(self) -> bool:
+        if self._closed:
+            return False
+        transport = self._request.transport
+        return transport is not None and not transport.is_closing()
+
+    def mark_closed(self) -> None:
+        """The handler saw the stream fail on write: the client is gone."""
+        self._closed = True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            raise ConnectionError("stream closed")
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            raise ConnectionError("client is not reading its stream") from None
+
+    async def disconnect(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self.queue.put_nowait(None)  # wake the handler so it ends the stream
+            except asyncio.QueueFull:
+                transport = self._request.transport
+                if transport is not None:
+                    transport.close()
+
+
+def sse_event(event: str, data: Any) -> bytes:
+    """Encode one server-sent event."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+class StreamableHTTPTransport:
+    """A Streamable HTTP session: no held connection; responses go back on each POST.
+
+    Cleanup does not check or refresh it (it has nothing to check); each request refreshes its row,
+    and a client that leaves without ``DELETE /mcp`` is removed by the TTL sweep.
+    """
+
+    kind = "streamable_http"
+    persistent = False
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    async def is_connected(self) -> bool:
+        return not self._closed
+
+    async def send(self, message: dict[str, Any]) -> None:
+        raise ConnectionError("Streamable HTTP responses are returned on the request, not pushed")
+
+    async def disconnect(self) -> None:
+        self._closed = True
+
+
+class SyntheticTransport:
+    """A transport with no client: reports connected until told otherwise (benchmarks, tests)."""
+
+    kind = "synthetic"
+    persistent = True
+
+    def __init__(self, connected: bool = True, check_delay: float = 0.0) -> None:
+        self.connected = connected
+        self.check_delay = check_delay
+        self.sent: list[dict[str, Any]] = []
+
+    async def is_connected(self) -> bool:
+        if self.check_delay:
+            await asyncio.sleep(self.check_delay)
+        return self.connected
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def disconnect(self) -> None:
+        self.connected = False

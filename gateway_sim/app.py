@@ -46,8 +46,9 @@ def json_error(status: int, message: str, code: int | None = None, request_id: A
 
 # --- middlewares -------------------------------------------------------------------------------------
 @web.middleware
-async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                           ) -> web.StreamResponse:
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Turn aiohttp's HTTP errors into JSON bodies; an unexpected error is a logged 500, never a leak."""
     try:
         return await handler(request)
@@ -76,16 +77,19 @@ def _with_headers(response: web.Response, exc: web.HTTPException) -> web.Respons
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                          ) -> web.StreamResponse:
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """With ``auth_token`` set, MCP endpoints need ``Authorization: Bearer <token>``."""
     token = request.app[CONFIG].auth_token
     if token and request.path.startswith(MCP_PATHS):
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return _with_headers(json_error(401, "missing or wrong bearer token"),
-                                 web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"}))
+            return _with_headers(
+                json_error(401, "missing or wrong bearer token"),
+                web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"}),
+            )
     return await handler(request)
 
 
@@ -97,8 +101,9 @@ def _is_loopback(request: web.Request) -> bool:
 
 
 @web.middleware
-async def admin_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                           ) -> web.StreamResponse:
+async def admin_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Admin routes answer loopback clients only."""
     if request.path.startswith("/admin/") and not _is_loopback(request):
         return json_error(403, "admin endpoints answer loopback clients only")
@@ -109,8 +114,12 @@ async def admin_middleware(request: web.Request, handler: Callable[[web.Request]
 async def _read_json_rpc(request: web.Request) -> mcp.Request:
     content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if content_type not in ("application/json", ""):
-        raise _HttpJsonRpc(415, mcp.JsonRpcError(mcp.INVALID_REQUEST,
-                                                 f"Content-Type must be application/json, got {content_type}"))
+        raise _HttpJsonRpc(
+            415,
+            mcp.JsonRpcError(
+                mcp.INVALID_REQUEST, f"Content-Type must be application/json, got {content_type}"
+            ),
+        )
     body = await request.read()
     try:
         return mcp.parse_body(body)
@@ -141,11 +150,13 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     registry = app[REGISTRY]
     transport = SSETransport(request)
     session_id = await registry.add_session(transport)
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
     client_gone = False
     try:
         await response.prepare(request)
@@ -217,8 +228,12 @@ async def mcp_post_handler(request: web.Request) -> web.StreamResponse:
     headers: dict[str, str] = {}
     if header is None:
         if rpc.method != "initialize":
-            return json_error(400, f"missing {SESSION_HEADER} header (only initialize may omit it)",
-                              mcp.INVALID_REQUEST, rpc.id)
+            return json_error(
+                400,
+                f"missing {SESSION_HEADER} header (only initialize may omit it)",
+                mcp.INVALID_REQUEST,
+                rpc.id,
+            )
         response = await mcp.dispatch(rpc)
         if response is not None and "error" not in response:
             headers[SESSION_HEADER] = await registry.add_session(StreamableHTTPTransport())
@@ -248,27 +263,32 @@ async def mcp_delete_handler(request: web.Request) -> web.StreamResponse:
 
 async def mcp_get_handler(request: web.Request) -> web.StreamResponse:
     """``GET /mcp``: this server offers no server-initiated stream."""
-    return _with_headers(json_error(405, "GET /mcp streams are not offered; use POST"),
-                         web.HTTPMethodNotAllowed("GET", ["POST", "DELETE"]))
+    return _with_headers(
+        json_error(405, "GET /mcp streams are not offered; use POST"),
+        web.HTTPMethodNotAllowed("GET", ["POST", "DELETE"]),
+    )
 
 
 # --- health, metrics, admin --------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers and how many sessions it holds."""
-    return web.json_response({
-        "status": "ok",
-        "worker": request.app[CONFIG].worker_id,
-        "pid": os.getpid(),
-        "sessions": len(request.app[REGISTRY].sessions),
-    })
+    return web.json_response(
+        {
+            "status": "ok",
+            "worker": request.app[CONFIG].worker_id,
+            "pid": os.getpid(),
+            "sessions": len(request.app[REGISTRY].sessions),
+        }
+    )
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus text format."""
     app = request.app
     app[METRICS].observe_pool(app[STORE].monitor.snapshot(), len(app[REGISTRY].sessions))
-    return web.Response(body=generate_latest(app[METRICS].registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=generate_latest(app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 def _int_query(request: web.Request, name: str, default: int) -> int:
@@ -289,30 +309,37 @@ async def admin_cycles(request: web.Request) -> web.Response:
         limit = _int_query(request, "limit", 1000)
     except _HttpJsonRpc as exc:
         return exc.response()
-    cycles = app[CYCLES].since(since)[-max(0, limit):] if limit > 0 else []
+    cycles = app[CYCLES].since(since)[-max(0, limit) :] if limit > 0 else []
     registry = app[REGISTRY]
     config = app[CONFIG]
-    return web.json_response({
-        "worker": config.worker_id,
-        "pid": os.getpid(),
-        "cycles_total": app[CYCLES].total,
-        "cycles": [c.as_dict() for c in cycles],
-        "pool": app[STORE].monitor.snapshot().as_dict(),
-        "sessions": registry.accounting(),
-        "config": {
-            "strategy": config.registry.strategy,
-            "driver": config.store.driver,
-            "max_concurrent": config.registry.max_concurrent,
-            "batch_size": config.registry.batch_size,
-            "cleanup_interval": config.registry.cleanup_interval,
-            "session_ttl": config.registry.session_ttl,
-            "pool_size": config.store.pool_size,
-            "max_overflow": config.store.max_overflow,
-            "pool_timeout": config.store.pool_timeout,
-            "executor_threads": app[STORE].executor_threads,
-            "sse_keepalive": config.sse_keepalive,
-        },
-    })
+    return web.json_response(
+        {
+            "worker": config.worker_id,
+            "pid": os.getpid(),
+            "cycles_total": app[CYCLES].total,
+            "cycles": [c.as_dict() for c in cycles],
+            "pool": app[STORE].monitor.snapshot().as_dict(),
+            "sessions": registry.accounting(),
+            "config": {
+                "strategy": config.registry.strategy,
+                "driver": config.store.driver,
+                "max_concurrent": config.registry.max_concurrent,
+                "batch_size": config.registry.batch_size,
+                "cleanup_interval": config.registry.cleanup_interval,
+                "session_ttl": config.registry.session_ttl,
+                "pool_size": config.store.pool_size,
+                "max_overflow": config.store.max_overflow,
+                "pool_timeout": config.store.pool_timeout,
+                "executor_threads": app[STORE].executor_threads,
+                "sse_keepalive": config.sse_keepalive,
+            },
+        }
+    )
+
+
+async def admin_db(request: web.Request) -> web.Response:
+    """``pg_stat_activity`` of the gateways by state, and the server's ``max_connections``."""
+    return web.json_response(await request.app[STORE].run(st.db_activity))
 
 
 async def admin_cleanup(request: web.Request) -> web.Response:
@@ -333,8 +360,9 @@ async def admin_latency_post(request: web.Request) -> web.Response:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
     if not isinstance(body, dict) or set(body) - {"latency_ms", "jitter_ms", "error_rate"}:
-        return json_error(400, "expected an object with latency_ms, jitter_ms and/or error_rate",
-                          mcp.INVALID_PARAMS)
+        return json_error(
+            400, "expected an object with latency_ms, jitter_ms and/or error_rate", mcp.INVALID_PARAMS
+        )
     values: dict[str, float | None] = {}
     for name in ("latency_ms", "jitter_ms", "error_rate"):
         value = body.get(name)
@@ -342,8 +370,9 @@ async def admin_latency_post(request: web.Request) -> web.Response:
             return json_error(400, f"{name} must be a number", mcp.INVALID_PARAMS)
         values[name] = None if value is None else float(value)
     try:
-        knobs = await request.app[STORE].run(st.set_fault_knobs, values["latency_ms"], values["jitter_ms"],
-                                              values["error_rate"])
+        knobs = await request.app[STORE].run(
+            st.set_fault_knobs, values["latency_ms"], values["jitter_ms"], values["error_rate"]
+        )
     except ValueError as exc:
         return json_error(400, str(exc), mcp.INVALID_PARAMS)
     return web.json_response(knobs)
@@ -401,6 +430,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     if config.admin_enabled:
         app.router.add_get("/admin/cycles", admin_cycles)
         app.router.add_post("/admin/cleanup", admin_cleanup)
+        app.router.add_get("/admin/db", admin_db)
         app.router.add_get("/admin/latency", admin_latency_get)
         app.router.add_post("/admin/latency", admin_latency_post)
     return app

@@ -28,27 +28,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway_sim",
         description="MCP gateway (SSE + Streamable HTTP) whose session registry runs the "
-                    "bounded-gather cleanup on Postgres.",
+        "bounded-gather cleanup on Postgres.",
     )
     parser.add_argument("--db-url", required=True, help="postgresql:// URL of the session database")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)"
+    )
     add_store_arguments(parser)
     add_registry_arguments(parser)
-    parser.add_argument("--sse-keepalive", type=float, default=15.0,
-                        help="seconds between SSE keepalive events (default 15)")
-    parser.add_argument("--db-latency-ms", type=float, default=None,
-                        help="inject this latency into each refresh statement, inside Postgres")
+    parser.add_argument(
+        "--sse-keepalive", type=float, default=15.0, help="seconds between SSE keepalive events (default 15)"
+    )
+    parser.add_argument(
+        "--db-latency-ms",
+        type=float,
+        default=None,
+        help="inject this latency into each refresh statement, inside Postgres",
+    )
     parser.add_argument("--db-jitter-ms", type=float, default=None, help="± jitter on the injected latency")
     parser.add_argument("--cycle-log", default=None, help="append each cycle record to this JSON-lines file")
-    parser.add_argument("--max-body-bytes", type=int, default=1_048_576,
-                        help="largest accepted request body; larger gets 413 (default 1 MiB)")
-    parser.add_argument("--auth-token", default=None,
-                        help="require 'Authorization: Bearer TOKEN' on the MCP endpoints")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_048_576,
+        help="largest accepted request body; larger gets 413 (default 1 MiB)",
+    )
+    parser.add_argument(
+        "--auth-token", default=None, help="require 'Authorization: Bearer TOKEN' on the MCP endpoints"
+    )
     parser.add_argument("--no-admin", action="store_true", help="do not serve the /admin/* routes")
     parser.add_argument("--worker-id", default="0", help="name of this worker in records and metrics")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default WARNING)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default WARNING)",
+    )
     return parser
 
 

@@ -92,27 +92,49 @@ class GatewayConfig:
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     """Driver and pool knobs, shared by the gateway, ``harness run`` and ``harness bench``."""
-    parser.add_argument("--driver", choices=DRIVERS, default="async",
-                        help="thread: sync ORM in asyncio.to_thread (the real gateway); async: asyncpg engine")
-    parser.add_argument("--executor-threads", type=int, default=default_executor_threads(),
-                        help="worker threads for the thread driver (default: Python's min(32, cpu+4))")
+    parser.add_argument(
+        "--driver",
+        choices=DRIVERS,
+        default="async",
+        help="thread: sync ORM in asyncio.to_thread (the real gateway); async: asyncpg engine",
+    )
+    parser.add_argument(
+        "--executor-threads",
+        type=int,
+        default=default_executor_threads(),
+        help="worker threads for the thread driver (default: Python's min(32, cpu+4))",
+    )
     parser.add_argument("--pool-size", type=int, default=20, help="SQLAlchemy pool_size (default 20)")
     parser.add_argument("--max-overflow", type=int, default=10, help="SQLAlchemy max_overflow (default 10)")
-    parser.add_argument("--pool-timeout", type=float, default=30.0,
-                        help="seconds to wait for a pooled connection (default 30)")
+    parser.add_argument(
+        "--pool-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for a pooled connection (default 30)",
+    )
 
 
 def add_registry_arguments(parser: argparse.ArgumentParser, *, cleanup_interval: float = 300.0) -> None:
     """Cleanup-cycle knobs, shared by the gateway and ``harness run``."""
-    parser.add_argument("--strategy", choices=STRATEGIES, default="bounded",
-                        help="phase-2 refresh strategy (default bounded)")
-    parser.add_argument("--max-concurrent", type=int, default=20,
-                        help="semaphore bound for the bounded strategy (default 20)")
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default="bounded", help="phase-2 refresh strategy (default bounded)"
+    )
+    parser.add_argument(
+        "--max-concurrent", type=int, default=20, help="semaphore bound for the bounded strategy (default 20)"
+    )
     parser.add_argument("--batch-size", type=int, default=500, help="ids per UPDATE for the batched strategy")
-    parser.add_argument("--cleanup-interval", type=float, default=cleanup_interval,
-                        help=f"seconds between cleanup cycles (default {cleanup_interval:g})")
-    parser.add_argument("--session-ttl", type=float, default=3600.0,
-                        help="seconds of inactivity after which the sweep deletes a session row (default 3600)")
+    parser.add_argument(
+        "--cleanup-interval",
+        type=float,
+        default=cleanup_interval,
+        help=f"seconds between cleanup cycles (default {cleanup_interval:g})",
+    )
+    parser.add_argument(
+        "--session-ttl",
+        type=float,
+        default=3600.0,
+        help="seconds of inactivity after which the sweep deletes a session row (default 3600)",
+    )
 
 
 def store_config_from_args(args: argparse.Namespace, db_url: str, **overrides: object) -> StoreConfig:

@@ -67,7 +67,7 @@ def validate(message: Any) -> Request:
     if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
         raise JsonRpcError(INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
     if message.get("jsonrpc") != "2.0":
-        raise JsonRpcError(INVALID_REQUEST, "Invalid Request: jsonrpc must be \"2.0\"", request_id)
+        raise JsonRpcError(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"', request_id)
     method = message.get("method")
     if not isinstance(method, str) or not method:
         raise JsonRpcError(INVALID_REQUEST, "Invalid Request: method must be a non-empty string", request_id)

@@ -83,17 +83,22 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.cycle_seconds = Histogram(
-            "mcp_cleanup_cycle_seconds", "Cleanup cycle duration by phase", ["phase"],
-            buckets=_DURATION_BUCKETS, registry=r,
+            "mcp_cleanup_cycle_seconds",
+            "Cleanup cycle duration by phase",
+            ["phase"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
         )
         self.cycles = Counter("mcp_cleanup_cycles", "Cleanup cycles completed", registry=r)
         self.removed = Counter("mcp_sessions_removed", "Sessions removed, by reason", ["reason"], registry=r)
-        self.created = Counter("mcp_sessions_created", "Sessions created, by transport", ["transport"],
-                               registry=r)
+        self.created = Counter(
+            "mcp_sessions_created", "Sessions created, by transport", ["transport"], registry=r
+        )
         self.refresh_errors = Counter("mcp_cleanup_refresh_errors", "Refreshes that raised", registry=r)
         self.sessions_local = Gauge("mcp_sessions_local", "Sessions registered in this process", registry=r)
-        self.max_inflight = Gauge("mcp_cleanup_max_inflight", "Most refreshes in flight in the last cycle",
-                                  registry=r)
+        self.max_inflight = Gauge(
+            "mcp_cleanup_max_inflight", "Most refreshes in flight in the last cycle", registry=r
+        )
         self.pool_gauges = {
             name: Gauge(f"mcp_db_pool_{name}", help_text, registry=r)
             for name, help_text in (
@@ -117,8 +122,12 @@ class GatewayMetrics:
     def observe_cycle(self, record: CycleRecord) -> None:
         """Account one cycle record."""
         self.cycles.inc()
-        for phase, ms in (("expiry", record.expiry_ms), ("phase1", record.phase1_ms),
-                          ("phase2", record.phase2_ms), ("total", record.total_ms)):
+        for phase, ms in (
+            ("expiry", record.expiry_ms),
+            ("phase1", record.phase1_ms),
+            ("phase2", record.phase2_ms),
+            ("total", record.total_ms),
+        ):
             self.cycle_seconds.labels(phase=phase).observe(ms / 1000.0)
         self.refresh_errors.inc(record.refresh_errors)
         self.max_inflight.set(record.max_inflight)

@@ -97,8 +97,12 @@ class PoolMonitor:
 
     def detach(self) -> None:
         """Remove the event listeners."""
-        for name, fn in (("checkout", self._on_checkout), ("checkin", self._on_checkin),
-                         ("connect", self._on_connect), ("invalidate", self._on_invalidate)):
+        for name, fn in (
+            ("checkout", self._on_checkout),
+            ("checkin", self._on_checkin),
+            ("connect", self._on_connect),
+            ("invalidate", self._on_invalidate),
+        ):
             if event.contains(self.pool, name, fn):
                 event.remove(self.pool, name, fn)
 

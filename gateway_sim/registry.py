@@ -71,7 +71,7 @@ async def refresh_batched(ids: Sequence[str], plan: RefreshPlan) -> list[Refresh
     """One ``UPDATE … = ANY(:ids) RETURNING`` per chunk: one round trip per ``batch_size`` ids."""
     results: list[RefreshResult] = []
     for start in range(0, len(ids), plan.batch_size):
-        chunk = ids[start:start + plan.batch_size]
+        chunk = ids[start : start + plan.batch_size]
         try:
             found = await plan.refresh_many(chunk)
         except Exception as exc:
@@ -240,8 +240,9 @@ class SessionRegistry:
                 removed_disconnected += 1
         t2 = time.perf_counter()
 
-        plan = RefreshPlan(self._refresh_one, self._refresh_many,
-                           self.config.max_concurrent, self.config.batch_size)
+        plan = RefreshPlan(
+            self._refresh_one, self._refresh_many, self.config.max_concurrent, self.config.batch_size
+        )
         results = await STRATEGY_FUNCTIONS[self.config.strategy](connected, plan) if connected else []
         refreshed = removed_missing = errors = 0
         for session_id, result in zip(connected, results, strict=True):

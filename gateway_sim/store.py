@@ -135,7 +135,8 @@ def set_fault_knobs(
             " jitter_ms = coalesce(:jitter_ms, jitter_ms), error_rate = coalesce(:error_rate, error_rate)"
             " WHERE id = 1"
         ).bindparams(
-            bindparam("latency_ms", type_=Float), bindparam("jitter_ms", type_=Float),
+            bindparam("latency_ms", type_=Float),
+            bindparam("jitter_ms", type_=Float),
             bindparam("error_rate", type_=Float),
         ),
         values,
@@ -229,6 +230,32 @@ def all_session_ids(session: Session) -> set[str]:
     return set(session.scalars(select(SessionRow.session_id)))
 
 
+def db_activity(session: Session, application_prefix: str = "mcp-gateway-sim") -> dict[str, object]:
+    """Connections in ``pg_stat_activity`` by state for our application_name, and ``max_connections``."""
+    rows = session.execute(
+        text(
+            "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
+            " WHERE application_name LIKE :prefix GROUP BY 1"
+        ),
+        {"prefix": f"{application_prefix}%"},
+    ).all()
+    max_connections = int(
+        session.execute(text("SELECT current_setting('max_connections')::int")).scalar_one()
+    )
+    total = int(
+        session.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+        ).scalar_one()
+    )
+    by_state = {str(state): int(count) for state, count in rows}
+    return {
+        "by_state": by_state,
+        "gateway_connections": sum(by_state.values()),
+        "client_connections": total,
+        "max_connections": max_connections,
+    }
+
+
 def add_message(session: Session, session_id: str, message: str) -> None:
     """Queue a message for a session."""
     session.execute(insert(MessageRow).values(session_id=session_id, message=message))
@@ -293,8 +320,9 @@ class ThreadStore(SessionStore):
         )
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._executor = ThreadPoolExecutor(config.executor_threads, thread_name_prefix="gateway-db")
-        self.monitor = PoolMonitor(self._engine.pool, config.pool_size, config.max_overflow,
-                                   executor_threads=config.executor_threads)
+        self.monitor = PoolMonitor(
+            self._engine.pool, config.pool_size, config.max_overflow, executor_threads=config.executor_threads
+        )
 
     @property
     def engine(self) -> Engine:

@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 
+from harness.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 
@@ -142,8 +144,16 @@ class EmbeddedPostgres(PostgresProvider):
             self._run_as = self.SYSTEM_USER
         try:
             self._run(
-                [self._binary("initdb"), "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
-                 "--encoding=UTF8", "--no-sync"],
+                [
+                    self._binary("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "--auth=trust",
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
                 timeout=120,
             )
             if self.port is None:
@@ -170,8 +180,19 @@ class EmbeddedPostgres(PostgresProvider):
             f"-c max_connections={self.max_connections} -c shared_buffers=64MB"
         )
         self._run(
-            [self._binary("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60",
-             "-l", str(self.log_file), "-o", options, "start"],
+            [
+                self._binary("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "start",
+            ],
             timeout=90,
         )
         self._running = True
@@ -243,7 +264,7 @@ class ExternalPostgres(PostgresProvider):
 
     def __init__(self, url: str) -> None:
         if not url.startswith(("postgresql://", "postgres://", "postgresql+")):
-            raise ProviderError(f"--db-url must be a postgresql:// URL, got {url!r}")
+            raise UsageError(f"--db-url must be a postgresql:// URL, got {url!r}")
         self._url = url
 
     def start(self) -> str:
@@ -253,7 +274,9 @@ class ExternalPostgres(PostgresProvider):
         return None
 
 
-def provider_for(db: str | None = None, db_url: str | None = None, max_connections: int = 100) -> PostgresProvider:
+def provider_for(
+    db: str | None = None, db_url: str | None = None, max_connections: int = 100
+) -> PostgresProvider:
     """Pick the provider: ``db_url`` first, then ``db`` (``embedded``/``docker``/a URL), else embedded."""
     if db_url:
         return ExternalPostgres(db_url)
@@ -264,4 +287,4 @@ def provider_for(db: str | None = None, db_url: str | None = None, max_connectio
         return DockerPostgres()
     if "://" in choice:
         return ExternalPostgres(choice)
-    raise ProviderError(f"--db must be 'embedded', 'docker' or a postgresql:// URL, got {choice!r}")
+    raise UsageError(f"--db must be 'embedded', 'docker' or a postgresql:// URL, got {choice!r}")

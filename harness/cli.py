@@ -1,0 +1,64 @@
+"""``python -m harness COMMAND``: one sub-command per module, each with ``add_arguments`` and ``run``.
+
+Exit codes: 0 success, 2 usage or input error (a one-line message), 1 the harness itself failed;
+``gate`` also uses 99 for a failed threshold or regression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from harness.errors import UsageError
+from harness.postgres import ProviderError
+
+# command -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("harness.up", "start Postgres and the gateway and keep them running until Ctrl-C"),
+    "bench": ("harness.bench", "measure cleanup cycles in-process against real Postgres, beside the model"),
+    "latency": ("harness.latency_cmd", "show or change the injected DB latency of a running gateway"),
+}
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, as for every input error
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command."""
+    parser = _Parser(prog="python -m harness", description="Load-test the session cleanup of an MCP gateway.")
+    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, dispatch, and map errors to exit codes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._module.run(args))
+    except (UsageError, ValueError) as exc:
+        print(f"harness {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ProviderError as exc:
+        print(f"harness {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"harness {args.command}: interrupted", file=sys.stderr)
+        return 130

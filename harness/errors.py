@@ -1,0 +1,5 @@
+"""Errors the CLI turns into a one-line message and exit code 2."""
+
+
+class UsageError(Exception):
+    """Bad arguments or input files: the message names the problem."""

@@ -7,12 +7,14 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,7 +36,7 @@ CYCLES = web.AppKey("cycles", CycleLog)
 TASKS = web.AppKey("tasks", set)
 
 SESSION_HEADER = "Mcp-Session-Id"
-_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
 MCP_PATHS = ("/sse", "/message", "/mcp")
 
 
@@ -42,6 +44,26 @@ def json_error(status: int, message: str, code: int | None = None, request_id: A
     """An HTTP error whose body is a JSON-RPC error object."""
     body = mcp.error_response(request_id, code if code is not None else -32000, message)
     return web.json_response(body, status=status)
+
+
+class BadHttpLogFilter(logging.Filter):
+    """aiohttp logs a malformed request (bad framing, header or chunk) as an error with a traceback.
+
+    The fault is the client's: this turns such a record into one warning line without the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "bad HTTP request from %s: %s"
+            record.args = (remote, " ".join(str(exc.message).split()))
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_BAD_HTTP_LOG_FILTER = BadHttpLogFilter()
 
 
 # --- middlewares -------------------------------------------------------------------------------------
@@ -59,8 +81,10 @@ async def error_middleware(
         if exc.status == 413:
             reason = f"request body too large (limit {request.app[CONFIG].max_body_bytes} bytes)"
         return _with_headers(json_error(exc.status, reason), exc)
-    except (ConnectionError, asyncio.CancelledError):
-        raise
+    except ConnectionError as exc:
+        # The client left mid-request (a body cut short): nobody reads the answer, nothing to trace.
+        log.info("client left during %s %s: %s", request.method, request.path, exc)
+        return json_error(400, "the client closed the connection before the request was complete")
     except SQLAlchemyError as exc:
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
         return json_error(503, "database unavailable, try again")
@@ -85,7 +109,9 @@ async def auth_middleware(
     if token and request.path.startswith(MCP_PATHS):
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        # header bytes that are not UTF-8 arrive as surrogate escapes: compare them as the raw bytes
+        given_bytes = given.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, token.encode()):
             return _with_headers(
                 json_error(401, "missing or wrong bearer token"),
                 web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"}),
@@ -183,7 +209,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
 def _session_id_param(value: str | None) -> str:
     if not value:
         raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "missing session id"))
-    if not _SESSION_ID.match(value):
+    if not _SESSION_ID.fullmatch(value):
         raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "malformed session id"))
     return value
 
@@ -353,11 +379,22 @@ async def admin_latency_get(request: web.Request) -> web.Response:
     return web.json_response(await request.app[STORE].run(st.get_fault_knobs))
 
 
+def _finite_number(value: Any) -> float | None:
+    """``value`` as a finite float; None for anything else (bools, strings, NaN, ±Infinity, 1e999)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        return None
+    return number if math.isfinite(number) else None
+
+
 async def admin_latency_post(request: web.Request) -> web.Response:
     """Change the injected latency live: ``{"latency_ms": 80, "jitter_ms": 5, "error_rate": 0}``."""
     try:
         body = json.loads(await request.read() or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
         return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
     if not isinstance(body, dict) or set(body) - {"latency_ms", "jitter_ms", "error_rate"}:
         return json_error(
@@ -366,9 +403,9 @@ async def admin_latency_post(request: web.Request) -> web.Response:
     values: dict[str, float | None] = {}
     for name in ("latency_ms", "jitter_ms", "error_rate"):
         value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return json_error(400, f"{name} must be a number", mcp.INVALID_PARAMS)
-        values[name] = None if value is None else float(value)
+        values[name] = None if value is None else _finite_number(value)
+        if value is not None and values[name] is None:
+            return json_error(400, f"{name} must be a finite number", mcp.INVALID_PARAMS)
     try:
         knobs = await request.app[STORE].run(
             st.set_fault_knobs, values["latency_ms"], values["jitter_ms"], values["error_rate"]
@@ -418,6 +455,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     )
     app[CONFIG] = config
     app[TASKS] = set()
+    logging.getLogger("aiohttp.server").addFilter(_BAD_HTTP_LOG_FILTER)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/sse", sse_handler)

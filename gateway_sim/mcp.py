@@ -52,7 +52,7 @@ def parse_body(body: bytes) -> Request:
     """Parse and validate one JSON-RPC message; raises :class:`JsonRpcError` on bad input."""
     try:
         message = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, an integer of too many digits
         raise JsonRpcError(PARSE_ERROR, f"Parse error: {exc}") from None
     return validate(message)
 

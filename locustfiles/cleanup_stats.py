@@ -1,0 +1,171 @@
+"""The gateway's cleanup cycles as live Locust statistics (request type ``CLEANUP``).
+
+A greenlet on the master or local runner (never a worker, so nothing is counted twice) polls each
+gateway's ``GET /admin/cycles?since=N`` about once a second and fires one request event per phase of every
+new cycle: ``cycle`` (total), ``expiry``, ``phase1``, ``phase2``. Response time is the phase's duration;
+response length the sessions it handled. A cycle with refresh errors (or an ``error``) is a failure.
+The latest ``pool`` block and ``/admin/db`` of each gateway are kept for the "DB pool" tab.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
+
+log = logging.getLogger(__name__)
+
+REQUEST_TYPE = "CLEANUP"
+POLL_INTERVAL = 1.0
+DB_EVERY = 5
+"""Ask ``/admin/db`` every this many polls: it takes a pool connection of the gateway being measured."""
+
+
+class CleanupFailure(Exception):
+    """A cleanup cycle that had refresh errors or failed a phase."""
+
+
+def cycle_events(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keyword arguments for ``events.request.fire`` for one ``/admin/cycles`` cycle record."""
+    errors = int(record.get("refresh_errors") or 0)
+    error = record.get("error")
+    refresh_failure = CleanupFailure("refresh errors in phase 2") if errors else None
+    context = {"worker": record.get("worker"), "cycle": record.get("cycle")}
+    phases: list[tuple[str, str, int, Exception | None]] = [
+        (
+            "cycle",
+            "total_ms",
+            int(record.get("sessions_local") or 0),
+            CleanupFailure(error) if error else refresh_failure,
+        ),
+        ("expiry", "expiry_ms", int(record.get("expired") or 0), CleanupFailure(error) if error else None),
+        ("phase1", "phase1_ms", int(record.get("checked") or 0), None),
+        (
+            "phase2",
+            "phase2_ms",
+            int(record.get("refreshed") or 0) + int(record.get("removed_missing") or 0) + errors,
+            refresh_failure,
+        ),
+    ]
+    return [
+        {
+            "request_type": REQUEST_TYPE,
+            "name": name,
+            "response_time": float(record.get(key) or 0.0),
+            "response_length": length,
+            "exception": exception,
+            "context": context,
+        }
+        for name, key, length, exception in phases
+    ]
+
+
+def fetch_json(url: str, timeout: float = 5.0) -> Any:
+    """GET a JSON document (cooperative under gevent's monkey patching)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+@dataclass
+class GatewayView:
+    """What was last seen of one gateway."""
+
+    url: str
+    since: int | None = None
+    worker: str = ""
+    pool: dict[str, Any] = field(default_factory=dict)
+    last_cycle: dict[str, Any] = field(default_factory=dict)
+    sessions: dict[str, Any] = field(default_factory=dict)
+    db: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class CyclePoller:
+    """Polls gateways' ``/admin/cycles`` and turns new cycles into request events."""
+
+    def __init__(
+        self,
+        environment: Environment,
+        urls: Callable[[], Sequence[str]],
+        fetch: Callable[[str], Any] = fetch_json,
+        interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.environment = environment
+        self.urls = urls
+        self.fetch = fetch
+        self.interval = interval
+        self.views: dict[str, GatewayView] = {}
+        self._polls = 0
+        self.greenlet: gevent.Greenlet | None = None
+
+    def recording(self) -> bool:
+        """Events count only while a test runs (stats are cleared when one starts)."""
+        runner = self.environment.runner
+        return runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING)
+
+    def poll_once(self) -> None:
+        """One round over all gateways; a gateway that does not answer is noted, not fatal."""
+        self._polls += 1
+        for url in self.urls():
+            view = self.views.setdefault(url, GatewayView(url))
+            try:
+                self._poll(view)
+                if self._polls % DB_EVERY == 1 or not view.db:
+                    view.db = self.fetch(f"{url}/admin/db")
+                if view.error:
+                    log.info("gateway %s answers /admin again", url)
+                view.error = None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                if view.error is None:
+                    log.warning("cannot poll %s/admin/cycles: %s", url, exc)
+                view.error = str(exc) or type(exc).__name__
+
+    def _poll(self, view: GatewayView) -> None:
+        if view.since is None:
+            # First contact: start after the cycles that ran before we looked.
+            payload = self.fetch(f"{view.url}/admin/cycles?limit=1")
+            view.since = int(payload["cycles_total"])
+        else:
+            payload = self.fetch(f"{view.url}/admin/cycles?since={view.since}")
+            if int(payload["cycles_total"]) < view.since:  # the gateway restarted
+                view.since = 0
+                payload = self.fetch(f"{view.url}/admin/cycles?since=0")
+            recording = self.recording()
+            for record in payload["cycles"]:
+                if recording:
+                    for kwargs in cycle_events(record):
+                        self.environment.events.request.fire(**kwargs)
+                view.since = max(view.since, int(record["cycle"]))
+        view.worker = str(payload.get("worker", ""))
+        view.pool = payload.get("pool") or {}
+        view.sessions = payload.get("sessions") or {}
+        if payload["cycles"]:
+            view.last_cycle = payload["cycles"][-1]
+
+    def run(self) -> None:
+        """Poll forever (the greenlet's body)."""
+        while True:
+            self.poll_once()
+            gevent.sleep(self.interval)
+
+
+def start(environment: Environment, urls: Callable[[], Sequence[str]]) -> CyclePoller | None:
+    """Start polling on the master or local runner; ``None`` on a worker."""
+    if environment.runner is None or isinstance(environment.runner, WorkerRunner):
+        return None
+    poller = CyclePoller(environment, urls)
+    poller.greenlet = gevent.spawn(poller.run)
+
+    def stop(**_kw: Any) -> None:
+        if poller.greenlet is not None:
+            poller.greenlet.kill(block=False)
+
+    environment.events.quitting.add_listener(stop)
+    return poller

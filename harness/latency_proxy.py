@@ -26,12 +26,16 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +342,31 @@ class LatencyProxy:
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats().as_dict())
+
+
+# --- measuring ----------------------------------------------------------------------------------------
+def time_round_trips(target: tuple[str, int] | psycopg.Connection[Any], count: int) -> list[float]:
+    """Milliseconds of ``count`` ``SELECT 1`` round trips to Postgres.
+
+    ``target`` is an open psycopg connection in autocommit mode, or a ``(host, port)`` to open one
+    on (database and user ``postgres``). One query warms the connection up first, so connecting is
+    never part of the figures.
+    """
+    import psycopg
+
+    if isinstance(target, tuple):
+        host, port = target
+        with psycopg.connect(
+            host=host, port=port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            return time_round_trips(conn, count)
+    target.execute("SELECT 1").fetchone()
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        target.execute("SELECT 1").fetchone()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return samples
 
 
 # --- command line -------------------------------------------------------------------------------------

@@ -180,7 +180,10 @@ def parse_key(text: str) -> Key:
     match = _KEY_RE.fullmatch(text.strip())
     if not match:
         raise GrammarError(f"bad key {text!r}: expected NAME(.NAME|.INDEX|.NAME[field=value,...])*")
-    return _key_from(match.group(1))
+    try:
+        return _key_from(match.group(1))
+    except GrammarError as exc:
+        raise GrammarError(f"bad key {text!r}: {exc}") from None
 
 
 def _key_from(text: str) -> Key:
@@ -189,7 +192,7 @@ def _key_from(text: str) -> Key:
         m = _SEGMENT_RE.fullmatch(raw)
         assert m is not None  # guaranteed by _KEY_RE
         name, selector = m.group(1), m.group(2)
-        segments.append(Segment(name, _parse_selector(text, selector) if selector is not None else ()))
+        segments.append(Segment(name, _parse_selector(selector) if selector is not None else ()))
     return Key(text, tuple(segments))
 
 
@@ -204,12 +207,12 @@ def _split_segments(text: str) -> list[str]:
     return parts
 
 
-def _parse_selector(key: str, selector: str) -> tuple[tuple[str, str], ...]:
+def _parse_selector(selector: str) -> tuple[tuple[str, str], ...]:
     filters = []
     for item in selector.split(","):
         field, eq, value = item.partition("=")
         if not eq or not re.fullmatch(r"[\w-]+", field.strip()) or not value.strip():
-            raise GrammarError(f"bad selector [{selector}] in key {key!r}: expected [field=value,...]")
+            raise GrammarError(f"selector [{selector}] should read [field=value,...]")
         filters.append((field.strip(), value.strip()))
     return tuple(filters)
 
@@ -221,7 +224,10 @@ def _split_expression(expression: str, tail: re.Pattern[str], form: str) -> tupl
     match = tail.fullmatch(expression, head.end())
     if not match:
         raise GrammarError(f"bad expression {expression!r}: {form}")
-    return _key_from(head.group(1)), match
+    try:
+        return _key_from(head.group(1)), match
+    except GrammarError as exc:
+        raise GrammarError(f"bad expression {expression!r}: {exc}") from None
 
 
 def _to_key_unit(expression: str, key: Key, number: float, unit: str | None) -> float:

@@ -13,78 +13,26 @@ import json
 import logging
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
+from locustfiles.cycle_events import cycle_events
+from locustfiles.gateway_view import GatewayView
+
 log = logging.getLogger(__name__)
 
-REQUEST_TYPE = "CLEANUP"
 POLL_INTERVAL = 1.0
 DB_EVERY = 5
 """Ask ``/admin/db`` every this many polls: it takes a pool connection of the gateway being measured."""
-
-
-class CleanupFailure(Exception):
-    """A cleanup cycle that had refresh errors or failed a phase."""
-
-
-def cycle_events(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Keyword arguments for ``events.request.fire`` for one ``/admin/cycles`` cycle record."""
-    errors = int(record.get("refresh_errors") or 0)
-    error = record.get("error")
-    refresh_failure = CleanupFailure("refresh errors in phase 2") if errors else None
-    context = {"worker": record.get("worker"), "cycle": record.get("cycle")}
-    phases: list[tuple[str, str, int, Exception | None]] = [
-        (
-            "cycle",
-            "total_ms",
-            int(record.get("sessions_local") or 0),
-            CleanupFailure(error) if error else refresh_failure,
-        ),
-        ("expiry", "expiry_ms", int(record.get("expired") or 0), CleanupFailure(error) if error else None),
-        ("phase1", "phase1_ms", int(record.get("checked") or 0), None),
-        (
-            "phase2",
-            "phase2_ms",
-            int(record.get("refreshed") or 0) + int(record.get("removed_missing") or 0) + errors,
-            refresh_failure,
-        ),
-    ]
-    return [
-        {
-            "request_type": REQUEST_TYPE,
-            "name": name,
-            "response_time": float(record.get(key) or 0.0),
-            "response_length": length,
-            "exception": exception,
-            "context": context,
-        }
-        for name, key, length, exception in phases
-    ]
 
 
 def fetch_json(url: str, timeout: float = 5.0) -> Any:
     """GET a JSON document (cooperative under gevent's monkey patching)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.load(response)
-
-
-@dataclass
-class GatewayView:
-    """What was last seen of one gateway."""
-
-    url: str
-    since: int | None = None
-    worker: str = ""
-    pool: dict[str, Any] = field(default_factory=dict)
-    last_cycle: dict[str, Any] = field(default_factory=dict)
-    sessions: dict[str, Any] = field(default_factory=dict)
-    db: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
 
 
 class CyclePoller:

@@ -8,9 +8,12 @@ stats. Rows come from the :class:`~locustfiles.cleanup_stats.CyclePoller`'s late
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from locustfiles.cleanup_stats import CyclePoller, GatewayView
+from locustfiles.gateway_view import pool_row
+
+if TYPE_CHECKING:
+    from locustfiles.cleanup_stats import CyclePoller
 
 TAB_KEY = "db-pool"
 COLUMNS = [
@@ -26,29 +29,6 @@ COLUMNS = [
     ("pg_by_state", "pg_stat_activity by state"),
     ("max_connections", "max_connections"),
 ]
-
-
-def pool_row(view: GatewayView) -> dict[str, Any]:
-    """One table row from a gateway's latest ``/admin/cycles`` pool block and ``/admin/db`` answer."""
-    pool, window, db = view.pool, view.last_cycle.get("pool") or {}, view.db
-    uptime = float(pool.get("uptime_seconds") or 0.0)
-    exhausted = float(pool.get("exhausted_seconds") or 0.0) / uptime if uptime > 0 else 0.0
-    by_state = db.get("by_state") or {}
-    name = f"{view.worker} ({view.url})" if view.worker else view.url
-    return {
-        "name": name,
-        "gateway": name + (f" — unreachable: {view.error}" if view.error else ""),
-        "checked_out": f"{pool.get('checked_out', '–')} / {pool.get('limit', '–')}",
-        "overflow": pool.get("overflow", "–"),
-        "waiters": pool.get("waiters", "–"),
-        "wait_p95_ms": window.get("wait_ms_p95", "–"),
-        "timeouts": pool.get("timeouts_total", "–"),
-        "exhausted": f"{exhausted:.1%}",
-        "executor_queue": pool.get("executor_queue", "–"),
-        "sessions": view.sessions.get("active", "–"),
-        "pg_by_state": ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) or "–",
-        "max_connections": db.get("max_connections", "–"),
-    }
 
 
 def pool_rows(poller: CyclePoller) -> list[dict[str, Any]]:

@@ -221,3 +221,10 @@ def test_unwritable_report_is_a_harness_failure(results: Path, capsys: Capture) 
     (results / "gate.md").mkdir()
     assert gate(results, "--threshold", "pool.timeouts == 0") == 1
     assert "cannot write the reports" in capsys.readouterr().err
+
+
+def test_the_example_gate_toml_is_valid_and_passes_a_healthy_run(results: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "gate.toml"
+    assert run_gate(results, [], thresholds_file=example) == 0
+    assert run_gate(write_results(results.parent / "leaky", summary(**{"sessions.leaked": 3})), [],
+                    thresholds_file=example) == 99

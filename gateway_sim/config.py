@@ -48,6 +48,7 @@ class StoreConfig:
     max_overflow: int = 10
     pool_timeout: float = 30.0
     executor_threads: int = field(default_factory=default_executor_threads)
+    pool_pre_ping: bool = False
     application_name: str = "mcp-gateway-sim"
 
     def __post_init__(self) -> None:
@@ -146,6 +147,7 @@ def store_config_from_args(args: argparse.Namespace, db_url: str, **overrides: o
         "max_overflow": args.max_overflow,
         "pool_timeout": args.pool_timeout,
         "executor_threads": args.executor_threads,
+        "pool_pre_ping": getattr(args, "pool_pre_ping", False),
     }
     values.update(overrides)
     return StoreConfig(**values)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import event, exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
@@ -136,12 +137,27 @@ class PoolMonitor:
             self._invalidations += 1
 
     # -- acquisition (waiters, wait time, timeouts) ------------------------------------------
-    def acquire(self, session: Session) -> None:
-        """Check a connection out for ``session`` and time the wait (a sync call)."""
+    def _wait_started(self) -> float:
         with self._lock:
             self._waiters += 1
             self._w_waiters_peak = max(self._w_waiters_peak, self._waiters)
-        started = time.perf_counter()
+        return time.perf_counter()
+
+    def _wait_ended(self, started: float, timed_out: bool) -> None:
+        waited = (time.perf_counter() - started) * 1000.0
+        with self._lock:
+            self._waiters -= 1
+            self._acquisitions += 1
+            self._wait_total_ms += waited
+            self._w_waits.append(waited)
+            self._w_acquisitions += 1
+            if timed_out:
+                self._timeouts += 1
+                self._w_timeouts += 1
+
+    def acquire(self, session: Session) -> None:
+        """Check a connection out for ``session`` and time the wait (a sync call)."""
+        started = self._wait_started()
         timed_out = False
         try:
             session.connection()
@@ -149,16 +165,19 @@ class PoolMonitor:
             timed_out = True
             raise
         finally:
-            waited = (time.perf_counter() - started) * 1000.0
-            with self._lock:
-                self._waiters -= 1
-                self._acquisitions += 1
-                self._wait_total_ms += waited
-                self._w_waits.append(waited)
-                self._w_acquisitions += 1
-                if timed_out:
-                    self._timeouts += 1
-                    self._w_timeouts += 1
+            self._wait_ended(started, timed_out)
+
+    async def acquire_async(self, engine: AsyncEngine) -> AsyncConnection:
+        """Check a connection out of an asyncio engine and time the wait."""
+        started = self._wait_started()
+        timed_out = False
+        try:
+            return await engine.connect()
+        except exc.TimeoutError:
+            timed_out = True
+            raise
+        finally:
+            self._wait_ended(started, timed_out)
 
     def dequeue(self) -> None:
         """Called on the executor thread when the job starts running."""

@@ -141,12 +141,24 @@ class SessionRegistry:
         """Register a new session (128-bit random id) and insert its row."""
         session_id = secrets.token_hex(16)
         await self.store.run(st.insert_session, session_id, data)
+        self._register(session_id, transport)
+        return session_id
+
+    def _register(self, session_id: str, transport: Transport) -> None:
         self.sessions[session_id] = transport
         self.created[transport.kind] += 1
         if self.metrics:
             self.metrics.created.labels(transport=transport.kind).inc()
         self._emit("created", session_id, transport.kind, "")
-        return session_id
+
+    async def add_sessions(self, transports: Sequence[Transport]) -> list[str]:
+        """Register many sessions with one multi-row insert (benchmarks, warm starts)."""
+        session_ids = [secrets.token_hex(16) for _ in transports]
+        if session_ids:
+            await self.store.run(st.insert_sessions, session_ids)
+        for session_id, transport in zip(session_ids, transports, strict=True):
+            self._register(session_id, transport)
+        return session_ids
 
     async def remove_session(self, session_id: str, reason: str, *, delete_row: bool = True) -> bool:
         """Close the transport and delete the row; False if this process did not hold the session.
@@ -187,7 +199,7 @@ class SessionRegistry:
         self._inflight += 1
         self._inflight_peak = max(self._inflight_peak, self._inflight)
         try:
-            return await self.store.run(st.refresh_session, session_id)
+            return await self.store.refresh(session_id)
         finally:
             self._inflight -= 1
 
@@ -195,7 +207,7 @@ class SessionRegistry:
         self._inflight += 1
         self._inflight_peak = max(self._inflight_peak, self._inflight)
         try:
-            return await self.store.run(st.refresh_sessions, session_ids)
+            return await self.store.refresh_many(session_ids)
         finally:
             self._inflight -= 1
 

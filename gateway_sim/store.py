@@ -160,6 +160,12 @@ def insert_session(session: Session, session_id: str, data: str | None = None) -
     session.commit()
 
 
+def insert_sessions(session: Session, session_ids: Sequence[str]) -> None:
+    """Insert many session rows in one round trip."""
+    session.execute(insert(SessionRow), [{"session_id": sid} for sid in session_ids])
+    session.commit()
+
+
 def delete_session(session: Session, session_id: str) -> bool:
     """Delete a session row and (by cascade) its messages; True if a row was deleted."""
     deleted = session.execute(
@@ -177,6 +183,10 @@ def delete_sessions(session: Session, session_ids: Sequence[str]) -> int:
     )
     session.commit()
     return int(result.rowcount or 0)
+
+
+_SELECT_ONE = select(SessionRow.session_id).where(SessionRow.session_id == bindparam("sid"))
+_TOUCH_ONE = update(SessionRow).where(SessionRow.session_id == bindparam("sid")).values(last_accessed=func.now())
 
 
 def refresh_session(session: Session, session_id: str) -> bool:
@@ -284,6 +294,14 @@ class SessionStore(ABC):
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(session, *args)`` with a pooled connection and return its result."""
 
+    async def refresh(self, session_id: str) -> bool:
+        """The cleanup refresh of one session (SELECT, UPDATE ``last_accessed``, COMMIT)."""
+        return await self.run(refresh_session, session_id)
+
+    async def refresh_many(self, session_ids: Sequence[str]) -> set[str]:
+        """The batched refresh: one UPDATE for all ``session_ids``; the ids that exist."""
+        return await self.run(refresh_sessions, session_ids)
+
     @abstractmethod
     async def close(self) -> None:
         """Dispose of the engine (and executor)."""
@@ -304,7 +322,7 @@ def _engine_kwargs(config: StoreConfig) -> dict[str, Any]:
         "pool_size": config.pool_size,
         "max_overflow": config.max_overflow,
         "pool_timeout": config.pool_timeout,
-        "pool_pre_ping": True,
+        "pool_pre_ping": config.pool_pre_ping,
     }
 
 
@@ -372,6 +390,21 @@ class AsyncStore(SessionStore):
         session: AsyncSession
         async with self._sessions() as session:
             return await session.run_sync(self._call, fn, args)
+
+    async def refresh(self, session_id: str) -> bool:
+        # The hot path: the same SELECT, UPDATE, COMMIT as the ORM refresh, issued as Core statements
+        # on an AsyncConnection (no unit-of-work bookkeeping on the event loop).
+        conn = await self.monitor.acquire_async(self._async_engine)
+        try:
+            params = {"sid": session_id}
+            if (await conn.execute(_SELECT_ONE, params)).first() is None:
+                await conn.rollback()
+                return False
+            await conn.execute(_TOUCH_ONE, params)
+            await conn.commit()
+            return True
+        finally:
+            await conn.close()
 
     async def close(self) -> None:
         self.monitor.detach()

@@ -71,13 +71,16 @@ def validate_latency(latency_ms: object, jitter_ms: object = 0.0) -> tuple[float
 
 
 def parse_latency_body(body: object, current: tuple[float, float]) -> tuple[float, float]:
-    """Validate a control request body ``{"latency_ms": L, "jitter_ms": J}`` (either key may be omitted)."""
+    """Validate a control body ``{"latency_ms": L, "jitter_ms": J}``; a missing or null key is kept."""
     if not isinstance(body, Mapping) or not body:
         raise ValueError("expected a JSON object with latency_ms and/or jitter_ms")
     unknown = set(body) - {"latency_ms", "jitter_ms"}
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    return validate_latency(body.get("latency_ms", current[0]), body.get("jitter_ms", current[1]))
+    latency, jitter = (body.get(name) for name in ("latency_ms", "jitter_ms"))  # null: leave as it is
+    return validate_latency(
+        current[0] if latency is None else latency, current[1] if jitter is None else jitter
+    )
 
 
 class _Connection:

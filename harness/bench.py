@@ -1,0 +1,318 @@
+"""Measure cleanup cycles directly, in-process, on real Postgres, beside the model's prediction.
+
+Each point registers N synthetic sessions (transports that report connected) in a real
+SessionRegistry, calibrates one refresh (``L_refresh``) and one phase-1 check in the same run, runs a
+warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gateway_sim import store as st
+from gateway_sim.config import DRIVERS, STRATEGIES, RegistryConfig, StoreConfig, default_executor_threads
+from gateway_sim.pool_monitor import percentile
+from gateway_sim.registry import SessionRegistry
+from gateway_sim.transports import SyntheticTransport
+from harness.arglists import list_of
+from harness.model import ModelInput, predict
+from harness.postgres import provider_for
+
+CALIBRATION_REFRESHES = 15
+
+
+@dataclass(frozen=True)
+class BenchPoint:
+    """One configuration to measure."""
+
+    strategy: str
+    driver: str
+    sessions: int
+    max_concurrent: int
+    db_latency_ms: float
+    db_jitter_ms: float = 0.0
+    pool_size: int = 20
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+    executor_threads: int = field(default_factory=default_executor_threads)
+    batch_size: int = 500
+
+    def model_input(self, refresh_ms: float, check_ms: float, max_connections: int,
+                    reserved_connections: int) -> ModelInput:
+        return ModelInput(
+            sessions=self.sessions, refresh_ms=refresh_ms, check_ms=check_ms, strategy=self.strategy,
+            driver=self.driver, max_concurrent=self.max_concurrent,
+            executor_threads=self.executor_threads if self.driver == "thread" else None,
+            pool_size=self.pool_size, max_overflow=self.max_overflow, max_connections=max_connections,
+            reserved_connections=reserved_connections, batch_size=self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """A measured (or skipped) point: the bench JSON's row."""
+
+    strategy: str
+    driver: str
+    sessions: int
+    max_concurrent: int
+    db_latency_ms: float
+    pool_size: int
+    max_overflow: int
+    executor_threads: int | None
+    batch_size: int
+    measured_ms: float | None
+    measured_ms_p95: float | None
+    model_ms: float
+    model_ratio: float | None
+    c_eff: int
+    binding: str
+    refresh_ms: float | None
+    check_ms: float | None
+    skipped: bool
+    note: str = ""
+    cycles_ms: list[float] = field(default_factory=list)
+    max_inflight: int = 0
+    pool_exhausted_fraction: float = 0.0
+    checked_out_peak: int = 0
+    waiters_peak: int = 0
+    wait_ms_p95: float = 0.0
+    pool_timeouts: int = 0
+    executor_queue_peak: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def expand(points: dict[str, Sequence[Any]], fixed: dict[str, Any]) -> list[BenchPoint]:
+    """The cartesian product of the listed knobs, with ``fixed`` knobs added to every point."""
+    names = list(points)
+    return [BenchPoint(**dict(zip(names, combo, strict=True)), **fixed)
+            for combo in itertools.product(*(points[n] for n in names))]
+
+
+def _truncate(session: Session) -> None:
+    session.execute(text("TRUNCATE mcp_sessions CASCADE"))
+    session.commit()
+
+
+def _reserved_connections(session: Session) -> int:
+    return int(session.execute(text("SELECT current_setting('superuser_reserved_connections')::int")).scalar_one())
+
+
+async def _calibrate(registry: SessionRegistry, ids: list[str]) -> tuple[float, float]:
+    """Median single-refresh ms and mean phase-1 check ms, measured on this point's own setup."""
+    samples = []
+    for session_id in ids[:CALIBRATION_REFRESHES]:
+        started = time.perf_counter()
+        await registry.store.refresh(session_id)
+        samples.append((time.perf_counter() - started) * 1000.0)
+    started = time.perf_counter()
+    for transport in registry.sessions.values():
+        await transport.is_connected()
+    check_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(registry.sessions))
+    return statistics.median(samples), check_ms
+
+
+def nominal_model_ms(point: BenchPoint, max_connections: int = 100) -> float:
+    """The model with the nominal latency (+1 ms of overhead): used to skip hopeless points unrun."""
+    inp = point.model_input(point.db_latency_ms + 1.0, 0.0, max_connections, 3)
+    return predict(inp).model_ms
+
+
+async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> BenchRow:
+    """Run one point on a fresh table and return its row."""
+    config = StoreConfig(db_url=db_url, driver=point.driver, pool_size=point.pool_size,
+                         max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
+                         executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
+    store = st.open_store(config)
+    try:
+        await store.run(st.create_schema)
+        await store.run(_truncate)
+        await store.run(st.set_fault_knobs, point.db_latency_ms, point.db_jitter_ms, 0.0)
+        max_connections = int((await store.run(st.db_activity))["max_connections"])
+        reserved = await store.run(_reserved_connections)
+        registry = SessionRegistry(store, RegistryConfig(
+            strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size,
+        ), worker_id="bench")
+        ids = await registry.add_sessions([SyntheticTransport() for _ in range(point.sessions)])
+        await registry.run_cleanup_cycle()  # warm-up: opens the pool's connections
+        refresh_ms, check_ms = await _calibrate(registry, ids)
+        before = store.monitor.snapshot()
+        records = [await registry.run_cleanup_cycle() for _ in range(repeats)]
+        after = store.monitor.snapshot()
+    finally:
+        await store.close()
+    totals = [r.total_ms for r in records]
+    measured = statistics.median(totals)
+    result = predict(point.model_input(refresh_ms, check_ms, max_connections, reserved))
+    spent = max(1e-9, after.uptime_seconds - before.uptime_seconds)
+    return BenchRow(
+        strategy=point.strategy, driver=point.driver, sessions=point.sessions,
+        max_concurrent=point.max_concurrent, db_latency_ms=point.db_latency_ms, pool_size=point.pool_size,
+        max_overflow=point.max_overflow,
+        executor_threads=point.executor_threads if point.driver == "thread" else None,
+        batch_size=point.batch_size, measured_ms=round(measured, 3),
+        measured_ms_p95=round(percentile(totals, 95), 3), model_ms=result.model_ms,
+        model_ratio=round(measured / result.model_ms, 3) if result.model_ms > 0 else None,
+        c_eff=result.c_eff, binding=result.binding, refresh_ms=round(refresh_ms, 3),
+        check_ms=round(check_ms, 5), skipped=False, cycles_ms=totals,
+        max_inflight=max(r.max_inflight for r in records),
+        pool_exhausted_fraction=round((after.exhausted_seconds - before.exhausted_seconds) / spent, 4),
+        checked_out_peak=max(r.pool.checked_out_peak for r in records),
+        waiters_peak=max(r.pool.waiters_peak for r in records),
+        wait_ms_p95=max(r.pool.wait_ms_p95 for r in records),
+        pool_timeouts=sum(r.pool.timeouts for r in records),
+        executor_queue_peak=max(r.pool.executor_queue_peak for r in records),
+        errors=sum(r.refresh_errors for r in records),
+    )
+
+
+def skipped_row(point: BenchPoint, model_ms: float, note: str) -> BenchRow:
+    """A row for a point not run, with the model's (nominal) prediction."""
+    result = predict(point.model_input(point.db_latency_ms + 1.0, 0.0, 100, 3))
+    return BenchRow(
+        strategy=point.strategy, driver=point.driver, sessions=point.sessions,
+        max_concurrent=point.max_concurrent, db_latency_ms=point.db_latency_ms, pool_size=point.pool_size,
+        max_overflow=point.max_overflow,
+        executor_threads=point.executor_threads if point.driver == "thread" else None,
+        batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(model_ms, 3),
+        model_ratio=None, c_eff=result.c_eff, binding=result.binding, refresh_ms=None, check_ms=None,
+        skipped=True, note=note,
+    )
+
+
+def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float) -> list[BenchRow]:
+    """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``."""
+    rows = []
+    for point in points:
+        nominal = nominal_model_ms(point)
+        if nominal > max_seconds * 1000.0:
+            rows.append(skipped_row(point, nominal, f"model {nominal / 1000:.0f} s > --max-seconds {max_seconds:g}"))
+            continue
+        rows.append(asyncio.run(measure_point(point, db_url, repeats)))
+    return rows
+
+
+def speedups(rows: Sequence[BenchRow]) -> list[str]:
+    """Ratios measured side by side in this run: batched vs bounded, bounded vs sequential/gather."""
+    lines = []
+    by_key: dict[tuple[Any, ...], dict[str, BenchRow]] = {}
+    for row in rows:
+        if row.measured_ms is None:
+            continue
+        key = (row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads)
+        by_key.setdefault(key, {})[f"{row.strategy}@{row.max_concurrent}"] = row
+    for (driver, sessions, latency, *_), group in by_key.items():
+        bounded = [r for k, r in group.items() if k.startswith("bounded@")]
+        for base in bounded:
+            for other_name in ("batched", "sequential", "gather"):
+                for other in (r for k, r in group.items() if k.startswith(f"{other_name}@")):
+                    ratio = (base.measured_ms or 0) / max(other.measured_ms or 0, 1e-9)
+                    lines.append(
+                        f"{driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
+                        f"{base.measured_ms:.1f} ms / {other_name} {other.measured_ms:.1f} ms = {ratio:.2f}×"
+                    )
+    return lines
+
+
+def render(rows: Sequence[BenchRow]) -> None:
+    """Print the rows as a table and the side-by-side ratios."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="cleanup cycle: measured vs model")
+    for col in ("strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model",
+                "c_eff", "binding", "pool peak", "waiters", "note"):
+        table.add_column(col, justify="left" if col in ("strategy", "driver", "binding", "note") else "right")
+    for r in rows:
+        table.add_row(
+            r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}",
+            "-" if r.measured_ms is None else f"{r.measured_ms:.1f}", f"{r.model_ms:.1f}",
+            "-" if r.model_ratio is None else f"{r.model_ratio:.3f}", str(r.c_eff), r.binding,
+            str(r.checked_out_peak), str(r.waiters_peak), r.note,
+        )
+    console = Console(width=160)
+    console.print(table)
+    for line in speedups(rows):
+        console.print(line)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m harness bench``."""
+    parser.add_argument("--sessions", type=list_of(int, minimum=1), default=[100, 1000],
+                        help="comma list of session counts (default 100,1000)")
+    parser.add_argument("--db-latency-ms", type=list_of(float, minimum=0), default=[20.0],
+                        help="comma list of injected refresh latencies in ms (default 20)")
+    parser.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on the latency (default 0)")
+    parser.add_argument("--max-concurrent", type=list_of(int, minimum=1), default=[20],
+                        help="comma list of semaphore bounds (default 20)")
+    parser.add_argument("--strategy", type=list_of(str, choices=STRATEGIES), default=list(STRATEGIES),
+                        help="comma list of strategies (default all four)")
+    parser.add_argument("--driver", type=list_of(str, choices=DRIVERS), default=["async"],
+                        help="comma list of drivers: thread, async (default async)")
+    parser.add_argument("--pool-size", type=list_of(int, minimum=1), default=[20], help="comma list (default 20)")
+    parser.add_argument("--executor-threads", type=list_of(int, minimum=1), default=[default_executor_threads()],
+                        help=f"comma list, thread driver only (default {default_executor_threads()})")
+    parser.add_argument("--max-overflow", type=int, default=10)
+    parser.add_argument("--pool-timeout", type=float, default=30.0)
+    parser.add_argument("--batch-size", type=int, default=500, help="ids per UPDATE for batched (default 500)")
+    parser.add_argument("--repeats", type=int, default=3, help="measured cycles per point (default 3)")
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="skip points whose model exceeds this many seconds per cycle (default 60)")
+    parser.add_argument("--json", type=Path, default=None, help="write {\"rows\": [...]} to this file")
+    parser.add_argument("--db", default=None, help="embedded (default) | docker | a postgresql:// URL")
+    parser.add_argument("--db-url", default=None, help="use this server (wins over --db)")
+    parser.add_argument("--max-connections", type=int, default=100,
+                        help="max_connections of the embedded server (default 100)")
+
+
+def points_from_args(args: argparse.Namespace) -> list[BenchPoint]:
+    """The grid the arguments describe (executor sizes vary only for the thread driver)."""
+    points = expand(
+        {"strategy": args.strategy, "driver": args.driver, "sessions": args.sessions,
+         "max_concurrent": args.max_concurrent, "db_latency_ms": args.db_latency_ms,
+         "pool_size": args.pool_size, "executor_threads": args.executor_threads},
+        {"db_jitter_ms": args.db_jitter_ms, "max_overflow": args.max_overflow,
+         "pool_timeout": args.pool_timeout, "batch_size": args.batch_size},
+    )
+    unique: dict[BenchPoint, None] = {}
+    for p in points:
+        if p.driver != "thread":
+            p = replace(p, executor_threads=args.executor_threads[0])
+        if p.strategy != "bounded":  # only the bounded strategy has a semaphore
+            p = replace(p, max_concurrent=args.max_concurrent[0])
+        unique.setdefault(p, None)
+    return list(unique)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench and print/write its rows."""
+    from harness.manifest import build_manifest
+
+    if args.repeats < 1:
+        raise ValueError("--repeats must be >= 1")
+    points = points_from_args(args)
+    with provider_for(args.db, args.db_url, max_connections=args.max_connections) as url:
+        rows = run_points(points, url, args.repeats, args.max_seconds)
+    render(rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"rows": [r.as_dict() for r in rows], "manifest": build_manifest()}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+

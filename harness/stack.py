@@ -1,0 +1,146 @@
+"""The system under test as one unit: Postgres (+ optional latency proxy) and N gateway processes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from gateway_sim import store as st
+from harness.dbsync import sync_session
+from harness.gateway_proc import GatewayProcess, forwarded_gateway_args
+from harness.postgres import PostgresProvider, provider_for
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What to start."""
+
+    db: str = "embedded"
+    db_url: str | None = None
+    max_connections: int = 100
+    gateway_args: tuple[str, ...] = ()
+    gateway_workers: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0
+    latency_mode: str = "server"
+    db_latency_ms: float = 0.0
+    db_jitter_ms: float = 0.0
+    log_dir: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> StackOptions:
+        """Build from parsed ``up``/``run`` arguments."""
+        values: dict[str, Any] = {
+            "db": args.db,
+            "db_url": args.db_url,
+            "max_connections": args.max_connections,
+            "gateway_args": tuple(forwarded_gateway_args(args)),
+            "gateway_workers": args.gateway_workers,
+            "host": getattr(args, "host", "127.0.0.1"),
+            "port": getattr(args, "port", 0),
+            "latency_mode": getattr(args, "latency_mode", "server"),
+            "db_latency_ms": args.db_latency_ms,
+            "db_jitter_ms": args.db_jitter_ms,
+            "log_dir": getattr(args, "log_dir", None),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+class Stack:
+    """Starts and stops Postgres, the latency proxy and the gateway workers, in order."""
+
+    def __init__(self, options: StackOptions) -> None:
+        if options.gateway_workers < 1:
+            raise ValueError("--gateway-workers must be >= 1")
+        if options.db_latency_ms < 0 or options.db_jitter_ms < 0:
+            raise ValueError("--db-latency-ms and --db-jitter-ms must be >= 0")
+        self.options = options
+        self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections)
+        self.db_url = ""
+        self.gateway_db_url = ""
+        self.proxy: Any = None
+        self.gateways: list[GatewayProcess] = []
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return [g.url for g in self.gateways if g.url]
+
+    @property
+    def proxy_control_url(self) -> str | None:
+        return self.proxy.control_url if self.proxy is not None else None
+
+    def start(self) -> None:
+        """Start everything; on failure, stop what was started and re-raise."""
+        try:
+            self.db_url = self.provider.start()
+            self.gateway_db_url = self.db_url
+            with sync_session(self.db_url) as session:
+                st.create_schema(session)
+            if self.options.latency_mode == "proxy":
+                self._start_proxy()
+            self.set_latency(self.options.db_latency_ms, self.options.db_jitter_ms)
+            for index in range(self.options.gateway_workers):
+                self._start_gateway(index)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_proxy(self) -> None:
+        from harness.latency_proxy import LatencyProxy
+
+        url = make_url(self.db_url)
+        if not url.host or url.host.startswith("/"):
+            raise ValueError("--latency-mode proxy needs a database reachable over TCP")
+        self.proxy = LatencyProxy(url.host, url.port or 5432, control_port=0)
+        host, port = self.proxy.start()
+        self.gateway_db_url = url.set(host=host, port=port).render_as_string(hide_password=False)
+
+    def _start_gateway(self, index: int) -> None:
+        port = self.options.port + index if self.options.port else 0
+        log_path = None
+        if self.options.log_dir is not None:
+            log_path = Path(self.options.log_dir) / f"gateway-{index}.log"
+        gateway = GatewayProcess(self.gateway_db_url, self.options.gateway_args, worker_id=str(index),
+                                 host=self.options.host, port=port, log_path=log_path)
+        self.gateways.append(gateway)
+        gateway.start()
+
+    def set_latency(self, latency_ms: float | None, jitter_ms: float | None = None) -> dict[str, float]:
+        """Change the injected latency live, where the latency mode puts it."""
+        if self.proxy is not None:
+            self.proxy.set_latency(latency_ms if latency_ms is not None else self.proxy.latency_ms, jitter_ms)
+            return {"latency_ms": self.proxy.latency_ms, "jitter_ms": self.proxy.jitter_ms}
+        with sync_session(self.db_url) as session:
+            return st.set_fault_knobs(session, latency_ms, jitter_ms, None)
+
+    def dead_gateways(self) -> list[str]:
+        """Worker ids of gateways that exited on their own."""
+        return [g.worker_id for g in self.gateways if g.proc is not None and not g.alive()]
+
+    def state(self) -> dict[str, Any]:
+        """What ``harness latency`` needs to find this stack."""
+        return {
+            "pid": os.getpid(),
+            "gateway_urls": self.gateway_urls,
+            "db_url": self.db_url,
+            "latency_mode": self.options.latency_mode,
+            "proxy_control_url": self.proxy_control_url,
+        }
+
+    def stop(self) -> None:
+        """Stop gateways (gracefully), then the proxy, then Postgres; safe to call twice."""
+        for gateway in self.gateways:
+            with contextlib.suppress(Exception):
+                gateway.stop()
+        if self.proxy is not None:
+            with contextlib.suppress(Exception):
+                self.proxy.stop()
+            self.proxy = None
+        self.provider.stop()

@@ -1,0 +1,60 @@
+"""Start Postgres and the gateway, print their addresses, and keep them running until Ctrl-C/SIGTERM.
+
+Then stop both, leaving no process or data directory behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.options import add_database_options, add_gateway_options
+from harness.stack import Stack, StackOptions
+from harness.state import default_state_path, remove_state, write_state
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m harness up``."""
+    add_database_options(parser)
+    add_gateway_options(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="gateway bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="gateway port (default 8000; 0 picks a free one; workers take the next ports)")
+    parser.add_argument("--latency-mode", choices=("server", "proxy"), default="server",
+                        help="inject latency inside Postgres (server) or with a TCP proxy (proxy)")
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep gateway logs here")
+    parser.add_argument("--state", type=Path, default=None,
+                        help=f"where to record the addresses for 'harness latency' (default {default_state_path()})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start everything, wait for a signal, stop everything."""
+    if args.gateway_workers < 1:
+        raise UsageError("--gateway-workers must be >= 1")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stack = Stack(StackOptions.from_args(args))
+    try:
+        stack.start()
+        for url in stack.gateway_urls:
+            print(f"gateway: {url}", flush=True)
+        print(f"database: {stack.db_url}", flush=True)
+        if stack.proxy_control_url:
+            print(f"latency proxy control: {stack.proxy_control_url}", flush=True)
+        write_state(stack.state(), args.state)
+        print("running; Ctrl-C stops", flush=True)
+        while not stop.wait(0.5):
+            dead = stack.dead_gateways()
+            if dead:
+                print(f"gateway {', '.join(dead)} exited; stopping", flush=True)
+                return 1
+        return 0
+    finally:
+        stack.stop()
+        remove_state(args.state)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("stopped", flush=True)

@@ -39,10 +39,7 @@ def duration_seconds(text: str) -> float:
     value = text.strip().lower()
     units = {"s": 1.0, "m": 60.0, "h": 3600.0}
     try:
-        if value and value[-1] in units:
-            seconds = float(value[:-1]) * units[value[-1]]
-        else:
-            seconds = float(value)
+        seconds = float(value[:-1]) * units[value[-1]] if value and value[-1] in units else float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 60, 60s, 5m or 1h") from None
     if seconds <= 0:

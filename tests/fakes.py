@@ -1,0 +1,67 @@
+"""In-memory stand-ins for fast unit tests of the registry's pure logic (beside the real-Postgres tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy.pool import NullPool
+
+from gateway_sim.config import StoreConfig
+from gateway_sim.pool_monitor import PoolMonitor
+
+
+class FakeStore:
+    """A store whose rows live in a set; refreshes sleep ``delay`` and may raise for chosen ids."""
+
+    def __init__(self, delay: float = 0.001, failing: set[str] | None = None) -> None:
+        self.config = StoreConfig(db_url="postgresql://fake/db")
+        self.monitor = PoolMonitor(NullPool(lambda: None), 5, 0)
+        self.rows: set[str] = set()
+        self.delay = delay
+        self.failing = failing or set()
+        self.inflight = 0
+        self.inflight_peak = 0
+        self.refresh_calls = 0
+
+    @property
+    def executor_threads(self) -> int | None:
+        return None
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        name = fn.__name__
+        if name == "insert_session":
+            self.rows.add(args[0])
+        elif name == "insert_sessions":
+            self.rows.update(args[0])
+        elif name in ("delete_session",):
+            self.rows.discard(args[0])
+        elif name == "delete_sessions":
+            self.rows.difference_update(args[0])
+        elif name == "expire_sessions":
+            return []
+        else:
+            raise AssertionError(f"unexpected statement {name}")
+        return None
+
+    async def refresh(self, session_id: str) -> bool:
+        self.refresh_calls += 1
+        self.inflight += 1
+        self.inflight_peak = max(self.inflight_peak, self.inflight)
+        try:
+            await asyncio.sleep(self.delay)
+            if session_id in self.failing:
+                raise ConnectionError("transient database error")
+            return session_id in self.rows
+        finally:
+            self.inflight -= 1
+
+    async def refresh_many(self, session_ids: Sequence[str]) -> set[str]:
+        await asyncio.sleep(self.delay)
+        if self.failing & set(session_ids):
+            raise ConnectionError("transient database error")
+        return {i for i in session_ids if i in self.rows}
+
+    async def close(self) -> None:
+        self.monitor.detach()

@@ -1,0 +1,57 @@
+"""``harness bench`` on the embedded Postgres: rows, keys, skips and the model beside the measurement."""
+
+import json
+
+import pytest
+
+from harness.bench import BenchPoint, measure_point, points_from_args
+from harness.cli import build_parser, main
+
+ROW_KEYS = {"strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "measured_ms", "model_ms",
+            "model_ratio", "c_eff", "binding", "skipped"}
+
+
+def test_bench_cli_writes_rows_and_skips_hopeless_sequential(tmp_path, pg_url, capsys) -> None:
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--db-url", pg_url, "--sessions", "40", "--db-latency-ms", "10",
+                 "--strategy", "sequential,bounded,batched", "--max-concurrent", "8", "--repeats", "2",
+                 "--max-seconds", "0.2", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["strategy"] for r in rows} == {"sequential", "bounded", "batched"}
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert row["binding"] in ("semaphore", "executor", "pool", "max_connections", "none")
+    by = {r["strategy"]: r for r in rows}
+    assert by["sequential"]["skipped"] is True and by["sequential"]["measured_ms"] is None  # model 440 ms > 0.2 s
+    bounded = by["bounded"]
+    assert bounded["skipped"] is False and bounded["binding"] == "semaphore" and bounded["c_eff"] == 8
+    assert bounded["measured_ms"] >= 5 * 10  # ceil(40/8) rounds of at least the injected 10 ms
+    assert 0.5 < bounded["model_ratio"] < 5
+    assert by["batched"]["measured_ms"] < bounded["measured_ms"]
+    assert "measured vs model" in capsys.readouterr().out
+
+
+async def test_thread_driver_point_names_the_executor(pg_url) -> None:
+    row = await measure_point(BenchPoint(strategy="bounded", driver="thread", sessions=30, max_concurrent=10,
+                                         db_latency_ms=5, executor_threads=3), pg_url, repeats=1)
+    assert row.binding == "executor" and row.c_eff == 3
+    assert row.executor_queue_peak >= 1
+    assert row.max_inflight == 10  # the semaphore admits 10; only 3 threads run them
+    assert row.checked_out_peak <= 3
+
+
+def test_grid_dedups_knobs_that_do_not_apply() -> None:
+    args = build_parser().parse_args(["bench", "--strategy", "sequential,bounded", "--max-concurrent", "5,20",
+                                      "--sessions", "10", "--driver", "async", "--executor-threads", "4,8"])
+    points = points_from_args(args)
+    assert sorted((p.strategy, p.max_concurrent) for p in points) == [("bounded", 5), ("bounded", 20),
+                                                                       ("sequential", 5)]
+
+
+@pytest.mark.parametrize("bad", [["--sessions", "0"], ["--strategy", "fast"], ["--driver", "x"]])
+def test_bench_bad_arguments_exit_2(bad, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", *bad])
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+"""The registry's cleanup on the embedded Postgres, for every strategy × driver."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway_sim import store as st
+from gateway_sim.config import DRIVERS, STRATEGIES, RegistryConfig, StoreConfig
+from gateway_sim.registry import SessionRegistry
+from gateway_sim.transports import SyntheticTransport
+
+
+async def open_registry(db_url: str, strategy: str, driver: str, **registry_kwargs) -> SessionRegistry:
+    store = st.open_store(StoreConfig(db_url=db_url, driver=driver, pool_size=5, max_overflow=2, executor_threads=4))
+    await store.run(st.create_schema)
+    config = RegistryConfig(strategy=strategy, max_concurrent=4, batch_size=8, **registry_kwargs)
+    return SessionRegistry(store, config)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_cycle_refreshes_removes_and_keeps(db_url: str, strategy: str, driver: str) -> None:
+    registry = await open_registry(db_url, strategy, driver)
+    try:
+        transports = [SyntheticTransport() for _ in range(20)]
+        ids = await registry.add_sessions(transports)
+        transports[0].connected = False  # client gone: phase 1
+        await registry.store.run(st.delete_session, ids[1])  # row deleted elsewhere: phase 2 "missing"
+        before = await registry.store.run(st.all_session_ids)
+        await asyncio.sleep(0.02)
+        record = await registry.run_cleanup_cycle()
+        assert record.checked == 20
+        assert record.removed_disconnected == 1
+        assert record.removed_missing == 1
+        assert record.refreshed == 18
+        assert record.refresh_errors == 0
+        assert record.pool.checked_out_peak >= 1
+        assert record.pool.checked_out_peak <= 7  # pool_size + max_overflow
+        if strategy == "bounded":
+            assert 1 <= record.max_inflight <= 4
+        rows = await registry.store.run(st.all_session_ids)
+        assert rows == before - {ids[0]}
+        assert set(registry.sessions) == rows
+    finally:
+        await registry.close()
+        await registry.store.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_injected_errors_never_remove_active_sessions(db_url: str, driver: str) -> None:
+    registry = await open_registry(db_url, "bounded", driver)
+    try:
+        await registry.add_sessions([SyntheticTransport() for _ in range(12)])
+        await registry.store.run(st.set_fault_knobs, None, None, 1.0)
+        record = await registry.run_cleanup_cycle()
+        assert record.refresh_errors == 12
+        assert len(registry.sessions) == 12
+        assert registry.removed.total() == 0
+        await registry.store.run(st.set_fault_knobs, None, None, 0.0)
+        record = await registry.run_cleanup_cycle()
+        assert record.refresh_errors == 0 and record.refreshed == 12
+    finally:
+        await registry.close()
+        await registry.store.close()
+
+
+async def test_injected_latency_is_paid_once_per_refresh_statement(db_url: str) -> None:
+    registry = await open_registry(db_url, "batched", "async")
+    try:
+        await registry.add_sessions([SyntheticTransport() for _ in range(16)])  # two chunks of 8
+        await registry.store.run(st.set_fault_knobs, 60.0, 0.0, None)
+        record = await registry.run_cleanup_cycle()
+        assert record.refreshed == 16
+        assert 2 * 60 <= record.phase2_ms < 2 * 60 * 3  # two UPDATEs, each paying the trigger once
+    finally:
+        await registry.close()
+        await registry.store.close()
+
+
+async def test_ttl_sweep_uses_database_clock_and_removes_locally(db_url: str) -> None:
+    registry = await open_registry(db_url, "bounded", "async", session_ttl=0.5)
+    try:
+        stale = await registry.add_sessions([SyntheticTransport()])
+        await asyncio.sleep(0.8)
+        fresh = await registry.add_sessions([SyntheticTransport()])
+        record = await registry.run_cleanup_cycle()
+        assert record.expired == 1
+        assert stale[0] not in registry.sessions
+        assert fresh[0] in registry.sessions
+        assert registry.removed["expired"] == 1
+    finally:
+        await registry.close()
+        await registry.store.close()

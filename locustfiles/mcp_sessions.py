@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 import gevent
+from geventhttpclient.client import HTTPClientPool
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
@@ -75,6 +76,12 @@ class _SessionUser(FastHttpUser):
     wait_time = constant(0)
     network_timeout = 600.0
     connection_timeout = 30.0
+    # One connection pool per process, shared by all users: idle keep-alive connections for the POSTs are
+    # shared instead of one per user, which halves the file descriptors of thousands of SSE users.
+    # Each SSE stream holds one slot while open, hence the large bound.
+    client_pool = HTTPClientPool(
+        concurrency=1_000_000, network_timeout=network_timeout, connection_timeout=connection_timeout
+    )
 
     def on_start(self) -> None:
         self.rng = random.Random()

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway_sim import mcp
 from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig
-from gateway_sim.metrics import CycleLog, GatewayMetrics
+from gateway_sim.metrics import CycleLog, GatewayMetrics, SessionEventLog
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.store import SessionStore, open_store
 from gateway_sim.transports import SSETransport, StreamableHTTPTransport, sse_event
@@ -368,6 +368,16 @@ async def admin_db(request: web.Request) -> web.Response:
     return web.json_response(await request.app[STORE].run(st.db_activity))
 
 
+async def admin_sessions(request: web.Request) -> web.Response:
+    """The ids of the sessions this process holds, by transport, with the accounting."""
+    registry = request.app[REGISTRY]
+    by_transport: dict[str, list[str]] = {}
+    for session_id, transport in registry.sessions.items():
+        by_transport.setdefault(transport.kind, []).append(session_id)
+    return web.json_response({"worker": request.app[CONFIG].worker_id, "sessions": by_transport,
+                              "accounting": registry.accounting()})
+
+
 async def admin_cleanup(request: web.Request) -> web.Response:
     """Run one cleanup cycle now and return its record."""
     record = await request.app[REGISTRY].run_cleanup_cycle()
@@ -426,6 +436,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         metrics = GatewayMetrics()
         cycles = CycleLog(history=config.cycle_history, path=config.cycle_log)
         registry = SessionRegistry(store, config.registry, cycles, metrics, worker_id=config.worker_id)
+        session_log = SessionEventLog(config.session_log) if config.session_log else None
+        if session_log is not None:
+            registry.listeners.append(session_log)
         app[STORE] = store
         app[METRICS] = metrics
         app[CYCLES] = cycles
@@ -437,6 +450,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         for task in list(app[TASKS]):
             task.cancel()
         await asyncio.gather(*app[TASKS], return_exceptions=True)
+        if session_log is not None:
+            session_log.close()
     finally:
         await store.close()
 
@@ -469,6 +484,7 @@ def create_app(config: GatewayConfig) -> web.Application:
         app.router.add_get("/admin/cycles", admin_cycles)
         app.router.add_post("/admin/cleanup", admin_cleanup)
         app.router.add_get("/admin/db", admin_db)
+        app.router.add_get("/admin/sessions", admin_sessions)
         app.router.add_get("/admin/latency", admin_latency_get)
         app.router.add_post("/admin/latency", admin_latency_post)
     return app

@@ -76,6 +76,7 @@ class GatewayConfig:
     db_latency_ms: float | None = None
     db_jitter_ms: float | None = None
     cycle_log: str | None = None
+    session_log: str | None = None
     cycle_history: int = 1000
     max_body_bytes: int = 1_048_576
     admin_enabled: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -71,6 +72,24 @@ class CycleLog:
     def since(self, cycle: int) -> list[CycleRecord]:
         """Records with a cycle number greater than ``cycle``."""
         return [r for r in self.records if r.cycle > cycle]
+
+
+class SessionEventLog:
+    """Appends ``{"event", "session_id", "transport", "reason", "t"}`` lines (unix time) for each session event.
+
+    The harness joins the ``removed`` lines with the clients' own close times to measure zombie time.
+    """
+
+    def __init__(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+
+    def __call__(self, event: str, session_id: str, kind: str, reason: str) -> None:
+        line = {"event": event, "session_id": session_id, "transport": kind, "reason": reason, "t": time.time()}
+        self._fh.write(json.dumps(line) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

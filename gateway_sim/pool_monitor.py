@@ -6,6 +6,7 @@ Counters are cumulative so an observer can difference two snapshots; peaks are k
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -15,6 +16,10 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
+
+# Upper bounds (ms) of the connection-wait histogram; the last bucket is open-ended.
+WAIT_BUCKETS_MS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000,
+                                      30000, float("inf"))
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,25 @@ class PoolSnapshot:
     checked_out_seconds: float
     exhausted_seconds: float
     uptime_seconds: float
+    wait_histogram: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def histogram_percentile(counts: list[int] | tuple[int, ...], q: float,
+                         bounds: tuple[float, ...] = WAIT_BUCKETS_MS) -> float:
+    """The ``q``-th percentile from bucket counts: the upper bound of the bucket it falls in (finite)."""
+    total = sum(counts)
+    if total == 0:
+        return 0.0
+    target = q / 100.0 * total
+    running = 0
+    for bound, count in zip(bounds, counts, strict=True):
+        running += count
+        if running >= target:
+            return bound if bound != float("inf") else bounds[-2]
+    return bounds[-2]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -87,6 +108,7 @@ class PoolMonitor:
         self._connects = 0
         self._invalidations = 0
         self._wait_total_ms = 0.0
+        self._wait_counts = [0] * len(WAIT_BUCKETS_MS)
         self._last_change = self._started
         self._checked_out_seconds = 0.0
         self._exhausted_seconds = 0.0
@@ -149,6 +171,7 @@ class PoolMonitor:
             self._waiters -= 1
             self._acquisitions += 1
             self._wait_total_ms += waited
+            self._wait_counts[bisect.bisect_left(WAIT_BUCKETS_MS, waited)] += 1
             self._w_waits.append(waited)
             self._w_acquisitions += 1
             if timed_out:
@@ -239,4 +262,5 @@ class PoolMonitor:
                 checked_out_seconds=round(self._checked_out_seconds, 6),
                 exhausted_seconds=round(self._exhausted_seconds, 6),
                 uptime_seconds=round(now - self._started, 6),
+                wait_histogram=tuple(self._wait_counts),
             )

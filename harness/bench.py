@@ -27,10 +27,9 @@ from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.transports import SyntheticTransport
 from harness.arglists import list_of
+from harness.calibrate import calibrate_store
 from harness.model import ModelInput, predict
 from harness.postgres import provider_for
-
-CALIBRATION_REFRESHES = 15
 
 
 @dataclass(frozen=True)
@@ -113,18 +112,12 @@ def _reserved_connections(session: Session) -> int:
     return int(session.execute(text("SELECT current_setting('superuser_reserved_connections')::int")).scalar_one())
 
 
-async def _calibrate(registry: SessionRegistry, ids: list[str]) -> tuple[float, float]:
-    """Median single-refresh ms and mean phase-1 check ms, measured on this point's own setup."""
-    samples = []
-    for session_id in ids[:CALIBRATION_REFRESHES]:
-        started = time.perf_counter()
-        await registry.store.refresh(session_id)
-        samples.append((time.perf_counter() - started) * 1000.0)
+async def _check_ms(registry: SessionRegistry) -> float:
+    """Mean cost of one phase-1 check, measured on this point's transports."""
     started = time.perf_counter()
     for transport in registry.sessions.values():
         await transport.is_connected()
-    check_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(registry.sessions))
-    return statistics.median(samples), check_ms
+    return (time.perf_counter() - started) * 1000.0 / max(1, len(registry.sessions))
 
 
 def nominal_model_ms(point: BenchPoint, max_connections: int = 100) -> float:
@@ -148,9 +141,10 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         registry = SessionRegistry(store, RegistryConfig(
             strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size,
         ), worker_id="bench")
-        ids = await registry.add_sessions([SyntheticTransport() for _ in range(point.sessions)])
+        await registry.add_sessions([SyntheticTransport() for _ in range(point.sessions)])
         await registry.run_cleanup_cycle()  # warm-up: opens the pool's connections
-        refresh_ms, check_ms = await _calibrate(registry, ids)
+        refresh_ms = (await calibrate_store(store)).refresh_ms
+        check_ms = await _check_ms(registry)
         before = store.monitor.snapshot()
         records = [await registry.run_cleanup_cycle() for _ in range(repeats)]
         after = store.monitor.snapshot()
@@ -289,12 +283,25 @@ def points_from_args(args: argparse.Namespace) -> list[BenchPoint]:
         {"db_jitter_ms": args.db_jitter_ms, "max_overflow": args.max_overflow,
          "pool_timeout": args.pool_timeout, "batch_size": args.batch_size},
     )
+    return collapse(points, executor_threads=args.executor_threads[0], max_concurrent=args.max_concurrent[0])
+
+
+def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurrent: int,
+             batch_size: int | None = None) -> list[BenchPoint]:
+    """The points without twins: knobs that do not apply to a point are set to one given value.
+
+    Executor threads matter only for the thread driver with a concurrent strategy (``sequential`` and
+    ``batched`` send one statement at a time); the semaphore only for ``bounded``; the batch size (when
+    given) only for ``batched``.
+    """
     unique: dict[BenchPoint, None] = {}
     for p in points:
-        if p.driver != "thread":
-            p = replace(p, executor_threads=args.executor_threads[0])
+        if p.driver != "thread" or p.strategy in ("sequential", "batched"):
+            p = replace(p, executor_threads=executor_threads)
         if p.strategy != "bounded":  # only the bounded strategy has a semaphore
-            p = replace(p, max_concurrent=args.max_concurrent[0])
+            p = replace(p, max_concurrent=max_concurrent)
+        if batch_size is not None and p.strategy != "batched":
+            p = replace(p, batch_size=batch_size)
         unique.setdefault(p, None)
     return list(unique)
 

@@ -67,6 +67,7 @@ class GatewayProcess:
             stdin=subprocess.DEVNULL,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # Ctrl-C reaches the harness, which stops its children in order
         )
         log.close()
         deadline = time.monotonic() + timeout

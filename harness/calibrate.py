@@ -1,0 +1,61 @@
+"""Calibrate the model's per-statement costs on the run's own database path and driver."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gateway_sim import store as st
+from gateway_sim.config import StoreConfig
+
+CALIBRATION_SAMPLES = 15
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Median cost in ms of one refresh and one row delete, measured one at a time."""
+
+    refresh_ms: float
+    delete_ms: float
+    samples: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _median_ms(calls: list[Callable[[], Awaitable[Any]]]) -> float:
+    samples = []
+    for call in calls:
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(samples)
+
+
+async def calibrate_store(store: st.SessionStore, samples: int = CALIBRATION_SAMPLES) -> Calibration:
+    """Insert ``samples`` throw-away rows, refresh each, delete each; medians of the single calls."""
+    ids = [f"calibration-{secrets.token_hex(8)}" for _ in range(samples)]
+    await store.run(st.insert_sessions, ids)
+    refresh_ms = await _median_ms([lambda i=i: store.refresh(i) for i in ids])
+    delete_ms = await _median_ms([lambda i=i: store.run(st.delete_session, i) for i in ids])
+    return Calibration(refresh_ms=round(refresh_ms, 3), delete_ms=round(delete_ms, 3), samples=samples)
+
+
+def calibrate(config: StoreConfig, samples: int = CALIBRATION_SAMPLES) -> Calibration:
+    """Calibrate with a store of its own (same URL and driver as the gateway)."""
+
+    async def go() -> Calibration:
+        store = st.open_store(config)
+        try:
+            await store.run(st.create_schema)
+            await store.refresh("warm-up")  # opens the connection: not part of a refresh's cost
+            return await calibrate_store(store, samples)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())

@@ -32,6 +32,7 @@ class StackOptions:
     db_latency_ms: float = 0.0
     db_jitter_ms: float = 0.0
     log_dir: Path | None = None
+    session_log_dir: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> StackOptions:
@@ -107,7 +108,10 @@ class Stack:
         log_path = None
         if self.options.log_dir is not None:
             log_path = Path(self.options.log_dir) / f"gateway-{index}.log"
-        gateway = GatewayProcess(self.gateway_db_url, self.options.gateway_args, worker_id=str(index),
+        args = list(self.options.gateway_args)
+        if self.options.session_log_dir is not None:
+            args += ["--session-log", str(Path(self.options.session_log_dir) / f"gateway-sessions-{index}.jsonl")]
+        gateway = GatewayProcess(self.gateway_db_url, args, worker_id=str(index),
                                  host=self.options.host, port=port, log_path=log_path)
         self.gateways.append(gateway)
         gateway.start()

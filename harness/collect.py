@@ -1,0 +1,150 @@
+"""Poll the gateways and Postgres during a run: cycle records, pool gauges, sessions, pg_stat_activity."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+
+from harness.dbsync import sync_session
+
+log = logging.getLogger(__name__)
+
+GATEWAY_APP_PREFIX = "mcp-gateway-sim"
+
+
+def get_json(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """GET a JSON object."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return dict(json.load(response))
+
+
+@dataclass
+class Collected:
+    """Everything observed during a run (times in seconds since the collector started)."""
+
+    started_at: float = field(default_factory=time.time)
+    cycles: list[dict[str, Any]] = field(default_factory=list)
+    pool_samples: list[dict[str, Any]] = field(default_factory=list)
+    pg_samples: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    first_pool: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_pool: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    poll_errors: int = 0
+    max_connections: int | None = None
+
+
+class Collector:
+    """A background thread that samples every ``interval`` seconds until stopped."""
+
+    def __init__(self, gateway_urls: list[str], db_url: str, interval: float = 1.0) -> None:
+        self.gateway_urls = list(gateway_urls)
+        self.db_url = db_url
+        self.interval = interval
+        self.data = Collected()
+        self._since = dict.fromkeys(self.gateway_urls, 0)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="collector", daemon=True)
+
+    def now(self) -> float:
+        """Seconds since the collector started."""
+        return time.time() - self.data.started_at
+
+    def mark(self, kind: str, **detail: Any) -> None:
+        """Record a timeline event (latency change, fault, phase of the run)."""
+        with self._lock:
+            self.data.events.append({"t": round(self.now(), 3), "kind": kind, **detail})
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> Collected:
+        """Take a final sample, stop the thread, and return what was collected."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.sample()
+        return self.data
+
+    def latest(self) -> dict[str, Any]:
+        """A consistent view for the progress display."""
+        with self._lock:
+            sessions = sum(s.get("active", 0) for s in self.data.last_sessions.values())
+            checked_out = sum(p.get("checked_out", 0) for p in self.data.last_pool.values())
+            limit = sum(p.get("limit", 0) for p in self.data.last_pool.values())
+            waiters = sum(p.get("waiters", 0) for p in self.data.last_pool.values())
+            last_cycle = self.data.cycles[-1] if self.data.cycles else None
+            return {"sessions": sessions, "checked_out": checked_out, "limit": limit, "waiters": waiters,
+                    "cycles": len(self.data.cycles), "last_cycle": last_cycle,
+                    "pg": self.data.pg_samples[-1] if self.data.pg_samples else None}
+
+    def _loop(self) -> None:
+        with sync_session(self.db_url, application_name="mcp-loadtest-sampler") as session:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                self.sample()
+                self._sample_pg(session)
+                self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def sample(self) -> None:
+        """Poll every gateway once."""
+        for url in self.gateway_urls:
+            try:
+                payload = get_json(f"{url}/admin/cycles?since={self._since[url]}")
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                with self._lock:
+                    self.data.poll_errors += 1
+                log.debug("polling %s failed: %s", url, exc)
+                continue
+            self._absorb(url, payload)
+
+    def _absorb(self, url: str, payload: dict[str, Any]) -> None:
+        worker = str(payload.get("worker", url))
+        t = round(self.now(), 3)
+        pool = dict(payload.get("pool", {}))
+        sessions = dict(payload.get("sessions", {}))
+        with self._lock:
+            for cycle in payload.get("cycles", []):
+                self._since[url] = max(self._since[url], int(cycle["cycle"]))
+                self.data.cycles.append({**cycle, "t": t, "worker": worker})
+            self.data.first_pool.setdefault(worker, pool)
+            self.data.last_pool[worker] = pool
+            self.data.last_sessions[worker] = sessions
+            self.data.pool_samples.append({
+                "t": t, "worker": worker,
+                **{k: pool.get(k) for k in ("checked_out", "overflow", "waiters", "executor_queue", "limit",
+                                            "timeouts_total", "exhausted_seconds", "checked_out_seconds",
+                                            "uptime_seconds")},
+                "sessions_active": sessions.get("active", 0),
+                "sessions_created": sessions.get("created", 0),
+                "sessions_removed": sessions.get("removed", 0),
+            })
+
+    def _sample_pg(self, session: Any) -> None:
+        try:
+            rows = session.execute(
+                text("SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
+                     " WHERE application_name LIKE :prefix GROUP BY 1"),
+                {"prefix": f"{GATEWAY_APP_PREFIX}%"},
+            ).all()
+            if self.data.max_connections is None:
+                self.data.max_connections = int(
+                    session.execute(text("SELECT current_setting('max_connections')::int")).scalar_one())
+            session.rollback()
+        except Exception as exc:  # a restarting database must not stop the sampling
+            session.rollback()
+            with self._lock:
+                self.data.poll_errors += 1
+            log.debug("sampling pg_stat_activity failed: %s", exc)
+            return
+        by_state = {str(state): int(count) for state, count in rows}
+        with self._lock:
+            self.data.pg_samples.append({"t": round(self.now(), 3), "total": sum(by_state.values()), **by_state})

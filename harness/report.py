@@ -1,0 +1,128 @@
+"""``report.html`` of a run: cycle time with the model, pool use against its limit, sessions open."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from harness.collect import Collected
+
+
+def figure_png(fig: Any) -> str:
+    """A matplotlib figure as a base64 PNG ``<img>`` tag; closes the figure."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _mark_events(ax: Any, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        if event["kind"] in ("load_start", "load_end"):
+            continue
+        ax.axvline(event["t"], color="tab:red", linestyle=":", linewidth=1)
+        ax.annotate(str(event.get("label", event["kind"])), (event["t"], ax.get_ylim()[1]), fontsize=7,
+                    rotation=90, va="top", ha="right", color="tab:red")
+
+
+def cycle_plot(data: Collected) -> str:
+    """Cycle duration over time per worker, the model's prediction as a dashed line."""
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    for worker in sorted({c["worker"] for c in data.cycles}):
+        cycles = [c for c in data.cycles if c["worker"] == worker]
+        ax.plot([c["t"] for c in cycles], [c["total_ms"] for c in cycles], "o-", ms=3, label=f"measured (w{worker})")
+        ax.plot([c["t"] for c in cycles], [c.get("model_ms") for c in cycles], "--", label=f"model (w{worker})")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("cleanup cycle (ms)")
+    ax.set_title("cleanup cycle duration")
+    ax.grid(alpha=0.3)
+    _mark_events(ax, data.events)
+    ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def pool_plot(data: Collected) -> str:
+    """Connections checked out against the pool limit, and Postgres connections by the gateways."""
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    for worker in sorted({s["worker"] for s in data.pool_samples}):
+        samples = [s for s in data.pool_samples if s["worker"] == worker]
+        ts = [s["t"] for s in samples]
+        ax.plot(ts, [s["checked_out"] for s in samples], label=f"checked out (w{worker})")
+        ax.plot(ts, [s["limit"] for s in samples], "--", label=f"pool limit (w{worker})")
+        ax.plot(ts, [s["waiters"] for s in samples], ":", label=f"waiters (w{worker})")
+    if data.pg_samples:
+        ax.plot([s["t"] for s in data.pg_samples], [s["total"] for s in data.pg_samples], color="grey",
+                alpha=0.6, label="pg_stat_activity (gateways)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("connections")
+    ax.set_title("DB pool saturation")
+    ax.grid(alpha=0.3)
+    _mark_events(ax, data.events)
+    ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def sessions_plot(data: Collected) -> str:
+    """Sessions open over time, per worker."""
+    fig, ax = plt.subplots(figsize=(9, 3.0))
+    for worker in sorted({s["worker"] for s in data.pool_samples}):
+        samples = [s for s in data.pool_samples if s["worker"] == worker]
+        ax.plot([s["t"] for s in samples], [s["sessions_active"] for s in samples], label=f"open (w{worker})")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("sessions")
+    ax.set_title("sessions open")
+    ax.grid(alpha=0.3)
+    _mark_events(ax, data.events)
+    ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def _figures_table(summary: dict[str, Any]) -> str:
+    c, p, s, lo = summary["cleanup"], summary["pool"], summary["sessions"], summary["locust"]
+    rows = [
+        ("cleanup cycles", c["cycles"]),
+        ("cycle total ms p50 / p95 / max", f'{c["total_ms"]["p50"]} / {c["total_ms"]["p95"]} / {c["total_ms"]["max"]}'),
+        ("model ms p50 / measured÷model p50, p95", f'{c["model_ms"]["p50"]} / {c["model_ratio"]["p50"]}, '
+                                                    f'{c["model_ratio"]["p95"]}'),
+        ("binding constraint", c["binding"]),
+        ("refresh errors", c["refresh_errors"]),
+        ("pool checked out peak / limit", f'{p["checked_out_peak"]} / {p["limit"]}'),
+        ("pool exhausted fraction", p["exhausted_fraction"]),
+        ("waiters peak / wait ms p95 / timeouts", f'{p["waiters_peak"]} / {p["wait_ms"]["p95"]} / {p["timeouts"]}'),
+        ("pg connections peak / max_connections", f'{p["pg_connections_peak"]} / {p["max_connections"]}'),
+        ("sessions created / removed / leaked", f'{s["created"]} / {s["removed"]} / {s["leaked"]}'),
+        ("active peak", s["active_peak"]),
+        ("zombie ms p50 / p95, peak open", f'{s["zombie_ms"]["p50"]} / {s["zombie_ms"]["p95"]}, {s["zombies_peak"]}'),
+        ("locust requests / failure ratio / rps", f'{lo["requests"]} / {lo["failure_ratio"]} / {lo["rps"]}'),
+    ]
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def write_report(summary: dict[str, Any], data: Collected, extra_sections: list[str] | None = None) -> str:
+    """The HTML page of one run."""
+    config = summary["config"]
+    knobs = ", ".join(f"{k}={v}" for k, v in config.items() if not isinstance(v, (dict, list)))
+    warnings = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in summary.get("warnings", []))
+    sections = "".join(extra_sections or [])
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>cleanup load test report</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:1em auto}}th{{text-align:left;padding-right:1em}}
+td{{font-family:monospace}}.warn{{color:#a00}}code{{font-size:85%}}</style></head><body>
+<h1>Session cleanup under load</h1>
+<p><code>{html.escape(knobs)}</code></p>{warnings}
+{_figures_table(summary)}
+<h2>Cleanup cycles</h2>{cycle_plot(data)}
+<h2>DB pool</h2>{pool_plot(data)}
+<h2>Sessions</h2>{sessions_plot(data)}
+{sections}
+<p>Raw data: summary.json, cycles.csv, pool.csv, locust_stats.csv, locust.html, manifest.json.</p>
+</body></html>
+"""

@@ -159,7 +159,10 @@ def test_control_endpoint_reads_validates_and_applies(proxy: LatencyProxy) -> No
         {"latency_ms": 80.0, "jitter_ms": 5.0},
     )
     assert (proxy.latency_ms, proxy.jitter_ms) == (80.0, 5.0)
-    assert control(proxy, "POST", b'{"jitter_ms": 0}')[1] == {"latency_ms": 80.0, "jitter_ms": 0.0}
+    assert control(proxy, "POST", b'{"latency_ms": null, "jitter_ms": 0}')[1] == {
+        "latency_ms": 80.0,
+        "jitter_ms": 0.0,
+    }
     for bad in (
         b'{"latency_ms": -1}',
         b'{"latency_ms": "80"}',

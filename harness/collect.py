@@ -45,7 +45,7 @@ class Collected:
 class Collector:
     """A background thread that samples every ``interval`` seconds until stopped."""
 
-    def __init__(self, gateway_urls: list[str], db_url: str, interval: float = 1.0) -> None:
+    def __init__(self, gateway_urls: list[str], db_url: str | None, interval: float = 1.0) -> None:
         self.gateway_urls = list(gateway_urls)
         self.db_url = db_url
         self.interval = interval
@@ -87,6 +87,10 @@ class Collector:
                     "pg": self.data.pg_samples[-1] if self.data.pg_samples else None}
 
     def _loop(self) -> None:
+        if not self.db_url:  # a gateway measured without its database: no pg_stat_activity
+            while not self._stop.wait(self.interval):
+                self.sample()
+            return
         with sync_session(self.db_url, application_name="mcp-loadtest-sampler") as session:
             while not self._stop.is_set():
                 started = time.monotonic()

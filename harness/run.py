@@ -28,7 +28,7 @@ from harness.manifest import build_manifest, package_versions
 from harness.options import add_database_options, add_gateway_options
 from harness.progress import Progress
 from harness.report import write_report
-from harness.stack import Stack, StackOptions
+from harness.stack import ExternalGateways, Stack, StackOptions
 from harness.summarize import cleanup_summary, pool_summary, read_jsonl, sessions_summary
 
 RUN_SESSION_TTL = 30.0
@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--latency-mode", choices=("server", "proxy"), default="server",
                      help="latency inside Postgres per refresh statement (server) or per round trip (proxy)")
+    run.add_argument("--gateway-url", action="append", default=None,
+                     help="measure this running gateway instead of starting one (repeatable; add --db-url for "
+                          "pg_stat_activity, calibration and the leak check)")
     run.add_argument("--out", type=Path, default=None, help="results directory (default results/<timestamp>)")
     run.add_argument("--drain", type=duration_seconds, default=None,
                      help="after the load, seconds to let cleanup catch up (default 2 × cleanup interval + 1)")
@@ -81,12 +84,25 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def _external_config(gateway_url: str) -> dict[str, Any]:
+    """The knobs a running gateway reports, for a run that did not start it."""
+    try:
+        reported = get_json(f"{gateway_url}/admin/cycles?limit=0")["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"cannot read {gateway_url}/admin/cycles: {exc}") from None
+    keys = ("strategy", "driver", "max_concurrent", "batch_size", "executor_threads", "pool_size", "max_overflow",
+            "pool_timeout", "cleanup_interval", "session_ttl", "sse_keepalive")
+    return {k: reported[k] for k in keys if k in reported} | {"db": "external", "gateway_urls": [gateway_url]}
+
+
 def _default_out() -> Path:
     return Path("results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _leak_check(stack: Stack) -> tuple[int, int]:
+def _leak_check(stack: Stack | ExternalGateways) -> tuple[int | None, int | None]:
     """Rows in mcp_sessions that no gateway holds as a live session, and rows in all."""
+    if not stack.db_url:
+        return None, None
     live: set[str] = set()
     for url in stack.gateway_urls:
         payload = get_json(f"{url}/admin/sessions", timeout=30)
@@ -99,7 +115,9 @@ def _leak_check(stack: Stack) -> tuple[int, int]:
     return len(rows - live), len(rows)
 
 
-def _count_rows(stack: Stack) -> int | None:
+def _count_rows(stack: Stack | ExternalGateways) -> int | None:
+    if not stack.db_url:
+        return None
     try:
         with sync_session(stack.db_url) as session:
             from gateway_sim.store import all_session_ids
@@ -144,7 +162,12 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = out_dir / "logs"
     config = _run_config(args)
-    stack = Stack(StackOptions.from_args(args, port=0, log_dir=logs, session_log_dir=logs))
+    stack: Stack | ExternalGateways
+    if args.gateway_url:
+        stack = ExternalGateways(args.gateway_url, args.db_url)
+        config.update(_external_config(stack.gateway_urls[0]))
+    else:
+        stack = Stack(StackOptions.from_args(args, port=0, log_dir=logs, session_log_dir=logs))
     drain = args.drain if args.drain is not None else min(MAX_DRAIN_SECONDS, 2 * args.cleanup_interval + 1)
     warnings: list[str] = []
     with _Interrupt() as interrupt:
@@ -152,9 +175,9 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         collector: Collector | None = None
         locust: LocustProcess | None = None
         try:
-            calibration = calibrate(StoreConfig(db_url=stack.gateway_db_url, driver=args.driver,
-                                                executor_threads=args.executor_threads,
-                                                application_name="mcp-loadtest-calibration"))
+            calibration = calibrate(StoreConfig(db_url=stack.gateway_db_url, driver=config["driver"],
+                                                executor_threads=config["executor_threads"] or 1,
+                                                application_name="mcp-loadtest-calibration")) if stack.db_url else None
             collector = Collector(stack.gateway_urls, stack.db_url)
             collector.start()
             locust = LocustProcess(locust_options, stack.gateway_urls, out_dir)
@@ -178,7 +201,7 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             collector = None
             for gateway in stack.gateways:
                 gateway.stop()
-            rows_after_shutdown = _count_rows(stack)
+            rows_after_shutdown = _count_rows(stack) if isinstance(stack, Stack) else None
         finally:
             if locust is not None and locust.running():
                 locust.interrupt()
@@ -189,7 +212,6 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     run_end = time.time()
     gateway_events = read_jsonl(sorted(logs.glob("gateway-sessions-*.jsonl")))
     client_ends = read_jsonl([out_dir / "client-sessions.jsonl"])
-    config["executor_threads"] = args.executor_threads
     summary = {
         "config": config,
         "versions": package_versions(),

@@ -148,3 +148,28 @@ class Stack:
                 self.proxy.stop()
             self.proxy = None
         self.provider.stop()
+
+
+class ExternalGateways:
+    """Gateways (and optionally their database) the harness did not start: observed, never stopped."""
+
+    def __init__(self, gateway_urls: list[str], db_url: str | None) -> None:
+        if not gateway_urls:
+            raise ValueError("--gateway-url needs at least one URL")
+        for url in gateway_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"--gateway-url must be an http(s):// URL, got {url!r}")
+        self.gateway_urls = [u.rstrip("/") for u in gateway_urls]
+        self.db_url = db_url or ""
+        self.gateway_db_url = self.db_url
+        self.gateways: list[GatewayProcess] = []
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def dead_gateways(self) -> list[str]:
+        return []
+
+    def stop(self) -> None:
+        """Nothing to stop: someone else runs these."""
+

@@ -195,10 +195,11 @@ def sessions_summary(data: Collected, gateway_events: list[dict[str, Any]], clie
     }
 
 
-def cleanup_summary(data: Collected, calibration: Calibration, config: dict[str, Any]) -> dict[str, Any]:
-    """Cycle durations per phase, counts per cycle, and the model beside each cycle."""
+def cleanup_summary(data: Collected, calibration: Calibration | None, config: dict[str, Any]) -> dict[str, Any]:
+    """Cycle durations per phase, counts per cycle, and the model beside each cycle (when calibrated)."""
     max_connections = data.max_connections or 100
-    model = [cycle_model_ms(c, calibration, config, max_connections) for c in data.cycles]
+    model = [cycle_model_ms(c, calibration, config, max_connections) if calibration else (0.0, 0, "unknown")
+             for c in data.cycles]
     ratios = [c["total_ms"] / m[0] if m[0] >= 1.0 else None for c, m in zip(data.cycles, model, strict=True)]
     for cycle, (model_ms, c_eff, binding), ratio in zip(data.cycles, model, ratios, strict=True):
         cycle["model_ms"], cycle["c_eff"], cycle["binding"] = round(model_ms, 3), c_eff, binding
@@ -213,8 +214,8 @@ def cleanup_summary(data: Collected, calibration: Calibration, config: dict[str,
         "phase2_ms": stats(c["phase2_ms"] for c in data.cycles),
         "model_ms": stats(m[0] for m in model),
         "model_ratio": stats(ratios),
-        "binding": bindings.most_common(1)[0][0] if bindings else None,
-        "calibration": calibration.as_dict(),
+        "binding": bindings.most_common(1)[0][0] if bindings and calibration else None,
+        "calibration": calibration.as_dict() if calibration else None,
         "sessions_checked": stats(c["checked"] for c in data.cycles),
         "refreshed": sum(c["refreshed"] for c in data.cycles),
         "removed_disconnected": sum(c["removed_disconnected"] for c in data.cycles),

@@ -94,9 +94,10 @@ async def error_middleware(
 
 
 def _with_headers(response: web.Response, exc: web.HTTPException) -> web.Response:
-    allow = exc.headers.get("Allow")
-    if allow:
-        response.headers["Allow"] = allow
+    for name in ("Allow", "WWW-Authenticate"):
+        value = exc.headers.get(name)
+        if value:
+            response.headers[name] = value
     return response
 
 
@@ -121,9 +122,12 @@ async def auth_middleware(
 
 def _is_loopback(request: web.Request) -> bool:
     try:
-        return ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
+        address = ipaddress.ip_address((request.remote or "").split("%")[0])
     except ValueError:
         return False
+    # a dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
 
 
 @web.middleware

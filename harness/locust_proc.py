@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import locustfiles
-
-LOCUSTFILE = Path(locustfiles.__file__).parent / "mcp_sessions.py"
+# locustfiles/ is installed beside harness/ (site-packages or the source tree).
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "mcp_sessions.py"
 CLEANUP_TYPE = "CLEANUP"
 
 

@@ -5,11 +5,12 @@ Starts an embedded Postgres and one gateway, then for each user count runs Locus
 once a second::
 
     python benchmarks/locust_capacity.py [--users 2000,5000,10000] [--spawn-rate 500] [--hold 30]
-        [--session-lifetime 20-40] [--processes 1] [--cleanup-interval 5]
+        [--session-lifetime 20-40] [--processes 1] [--cleanup-interval 5] [--gateway-args "--strategy batched"]
 
 Per row: users, open sessions (peak, and mean over the hold), churn over the hold (sessions opened and
-closed per second), failure ratio of the MCP requests, and CPU of the gateway and of Locust (100 % = one
-core) so it is plain which side binds. Figures are printed, never asserted.
+closed per second), failure ratio of the MCP requests, and CPU of the gateway, of Locust and of Postgres
+(100 % = one core) so it is plain which side binds. "Open" is the gateway's registry: it includes sessions
+whose client has left and that the next cleanup cycle has not yet removed. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -42,14 +44,13 @@ MCP_TYPES = {"GET", "POST", "DELETE", "SSE"}
 
 @dataclass
 class Sample:
-    """One look at the gateway and the two processes."""
+    """One look at the gateway's sessions and the CPU of each process tree."""
 
     t: float
     open: int
     created: int
     removed: int
-    gateway_cpu: float
-    locust_cpu: float
+    cpu: dict[str, float]
 
 
 @dataclass
@@ -63,8 +64,7 @@ class Row:
     closed_per_s: float = 0.0
     requests: int = 0
     failures: int = 0
-    gateway_cpu: float = 0.0
-    locust_cpu: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
     exit_code: int | None = None
     samples: list[Sample] = field(default_factory=list)
 
@@ -98,21 +98,22 @@ def _cpu(procs: dict[int, psutil.Process], root: psutil.Process) -> float:
 
 
 class Sampler(threading.Thread):
-    """Samples ``/admin/cycles`` sessions and process CPU once a second until stopped."""
+    """Samples ``/admin/cycles`` sessions and the CPU of each process tree once a second until stopped."""
 
-    def __init__(self, gateway_url: str, gateway_pid: int, locust_pid: int) -> None:
+    def __init__(self, gateway_url: str, roots: dict[str, psutil.Process]) -> None:
         super().__init__(daemon=True)
         self.url = gateway_url
-        self.gateway = {gateway_pid: psutil.Process(gateway_pid)}
-        self.locust_root = psutil.Process(locust_pid)
-        self.locust: dict[int, psutil.Process] = {}
+        self.roots = roots
+        self.seen: dict[str, dict[int, psutil.Process]] = {name: {} for name in roots}
         self.samples: list[Sample] = []
         self.stop = threading.Event()
 
+    def _cpu(self) -> dict[str, float]:
+        return {name: _cpu(self.seen[name], root) for name, root in self.roots.items()}
+
     def run(self) -> None:
         start = time.monotonic()
-        _cpu(self.gateway, next(iter(self.gateway.values())))
-        _cpu(self.locust, self.locust_root)
+        self._cpu()
         while not self.stop.wait(1.0):
             try:
                 sessions = _get_json(f"{self.url}/admin/cycles?limit=0")["sessions"]
@@ -124,10 +125,18 @@ class Sampler(threading.Thread):
                     open=int(sessions["active"]),
                     created=int(sessions["created"]),
                     removed=int(sessions["removed"]),
-                    gateway_cpu=_cpu(self.gateway, next(iter(self.gateway.values()))),
-                    locust_cpu=_cpu(self.locust, self.locust_root),
+                    cpu=self._cpu(),
                 )
             )
+
+
+def postgres_root(data_dir: Path | None) -> psutil.Process | None:
+    """The postmaster serving ``data_dir`` (its children are the backends)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if data_dir is not None and str(data_dir) in cmdline and Path(cmdline[0]).name == "postgres":
+            return proc
+    return None
 
 
 def mcp_counts(stats_csv: Path) -> tuple[int, int]:
@@ -138,7 +147,9 @@ def mcp_counts(stats_csv: Path) -> tuple[int, int]:
     return sum(int(r["Request Count"]) for r in rows), sum(int(r["Failure Count"]) for r in rows)
 
 
-def run_one(gateway: GatewayProcess, users: int, args: argparse.Namespace, out_dir: Path) -> Row:
+def run_one(
+    gateway: GatewayProcess, users: int, args: argparse.Namespace, out_dir: Path, postgres: psutil.Process | None
+) -> Row:
     """One Locust run; the hold window starts once all users are up and their first sessions have turned."""
     assert gateway.url is not None and gateway.pid is not None
     spawn_rate, hold, lifetime, processes = args.spawn_rate, args.hold, args.session_lifetime, args.processes
@@ -156,7 +167,10 @@ def run_one(gateway: GatewayProcess, users: int, args: argparse.Namespace, out_d
         command += ["--processes", str(processes)]
     log = (out_dir / f"u{users}.log").open("w")
     proc = subprocess.Popen(command, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT)
-    sampler = Sampler(gateway.url, gateway.pid, proc.pid)
+    roots = {"gateway": psutil.Process(gateway.pid), "locust": psutil.Process(proc.pid)}
+    if postgres is not None:
+        roots["postgres"] = postgres
+    sampler = Sampler(gateway.url, roots)
     sampler.start()
     try:
         exit_code = proc.wait(run_time + 120)
@@ -177,22 +191,22 @@ def run_one(gateway: GatewayProcess, users: int, args: argparse.Namespace, out_d
         row.open_mean = statistics.mean(s.open for s in held)
         row.opened_per_s = (held[-1].created - held[0].created) / span
         row.closed_per_s = (held[-1].removed - held[0].removed) / span
-        row.gateway_cpu = statistics.mean(s.gateway_cpu for s in held)
-        row.locust_cpu = statistics.mean(s.locust_cpu for s in held)
+        row.cpu = {name: statistics.mean(s.cpu.get(name, 0.0) for s in held) for name in roots}
     return row
 
 
 def render(rows: Sequence[Row], processes: int) -> str:
     header = (
         f"{'users':>7} {'open peak':>9} {'open mean':>9} {'opened/s':>9} {'closed/s':>9} {'churn/s':>8} "
-        f"{'requests':>9} {'fail %':>7} {'gw CPU%':>8} {'locust CPU%':>11} {'exit':>4}"
+        f"{'requests':>9} {'fail %':>7} {'gw CPU%':>8} {'locust CPU%':>11} {'pg CPU%':>8} {'exit':>4}"
     )
     lines = [f"Locust capacity, {processes} Locust process(es), SSE sessions held over the hold window", header]
     for r in rows:
         lines.append(
             f"{r.users:>7} {r.open_peak:>9} {r.open_mean:>9.0f} {r.opened_per_s:>9.1f} {r.closed_per_s:>9.1f} "
             f"{r.opened_per_s + r.closed_per_s:>8.1f} {r.requests:>9} {100 * r.failure_ratio:>7.2f} "
-            f"{r.gateway_cpu:>8.0f} {r.locust_cpu:>11.0f} {r.exit_code!s:>4}"
+            f"{r.cpu.get('gateway', 0):>8.0f} {r.cpu.get('locust', 0):>11.0f} {r.cpu.get('postgres', 0):>8.0f} "
+            f"{r.exit_code!s:>4}"
         )
     return "\n".join(lines)
 
@@ -206,6 +220,11 @@ def build_parser() -> _Parser:
     parser.add_argument("--transport-mix", type=float, default=1.0, help="share of SSE users (default 1)")
     parser.add_argument("--processes", type=int, default=1, help="Locust processes (--processes)")
     parser.add_argument("--cleanup-interval", type=float, default=5.0)
+    parser.add_argument(
+        "--gateway-args",
+        default="",
+        help="more gateway options, one string: --gateway-args='--strategy batched --pool-size 40'",
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep Locust's CSV and logs here")
     return parser
 
@@ -228,13 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     try:
-        with EmbeddedPostgres(max_connections=200) as db_url:
+        server = EmbeddedPostgres(max_connections=200)
+        with server as db_url:
+            postgres = postgres_root(server.data_dir)
+            gateway_args = ["--cleanup-interval", str(args.cleanup_interval), *shlex.split(args.gateway_args)]
             for users in args.users:
-                gateway = GatewayProcess(
-                    db_url, ["--cleanup-interval", str(args.cleanup_interval)], log_path=out_dir / "gateway.log"
-                )
+                gateway = GatewayProcess(db_url, gateway_args, log_path=out_dir / "gateway.log")
                 with gateway:
-                    rows.append(run_one(gateway, users, args, out_dir))
+                    rows.append(run_one(gateway, users, args, out_dir, postgres))
                 print(render(rows[-1:], args.processes).splitlines()[-1], flush=True)
     except (ProviderError, GatewayError) as exc:
         print(f"locust_capacity: {exc}", file=sys.stderr)

@@ -27,9 +27,12 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 1.0
 DB_EVERY = 5
 """Ask ``/admin/db`` every this many polls: it takes a pool connection of the gateway being measured."""
+CYCLES_TIMEOUT = 15.0
+"""``/admin/cycles`` answers from memory, but a gateway at full CPU can take seconds."""
+DB_TIMEOUT = 3.0
 
 
-def fetch_json(url: str, timeout: float = 5.0) -> Any:
+def fetch_json(url: str, timeout: float = CYCLES_TIMEOUT) -> Any:
     """GET a JSON document (cooperative under gevent's monkey patching)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.load(response)
@@ -42,7 +45,7 @@ class CyclePoller:
         self,
         environment: Environment,
         urls: Callable[[], Sequence[str]],
-        fetch: Callable[[str], Any] = fetch_json,
+        fetch: Callable[..., Any] = fetch_json,
         interval: float = POLL_INTERVAL,
     ) -> None:
         self.environment = environment
@@ -65,15 +68,22 @@ class CyclePoller:
             view = self.views.setdefault(url, GatewayView(url))
             try:
                 self._poll(view)
-                if self._polls % DB_EVERY == 1 or not view.db:
-                    view.db = self.fetch(f"{url}/admin/db")
-                if view.error:
-                    log.info("gateway %s answers /admin again", url)
-                view.error = None
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 if view.error is None:
                     log.warning("cannot poll %s/admin/cycles: %s", url, exc)
                 view.error = str(exc) or type(exc).__name__
+                continue
+            if view.error:
+                log.info("gateway %s answers /admin/cycles again", url)
+            view.error = None
+            if self._polls % DB_EVERY == 1 or not view.db:
+                # Needs a connection from the very pool under test: short timeout, and never in the
+                # way of the cycle events.
+                try:
+                    view.db = self.fetch(f"{url}/admin/db", DB_TIMEOUT)
+                    view.db_error = None
+                except (OSError, ValueError) as exc:
+                    view.db_error = str(exc) or type(exc).__name__
 
     def _poll(self, view: GatewayView) -> None:
         if view.since is None:

@@ -18,6 +18,7 @@ class GatewayView:
     sessions: dict[str, Any] = field(default_factory=dict)
     db: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    db_error: str | None = None
 
 
 def pool_row(view: GatewayView) -> dict[str, Any]:
@@ -38,6 +39,10 @@ def pool_row(view: GatewayView) -> dict[str, Any]:
         "exhausted": f"{exhausted:.1%}",
         "executor_queue": pool.get("executor_queue", "–"),
         "sessions": view.sessions.get("active", "–"),
-        "pg_by_state": ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) or "–",
+        "pg_by_state": (
+            f"no answer ({view.db_error})"
+            if view.db_error
+            else ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) or "–"
+        ),
         "max_connections": db.get("max_connections", "–"),
     }

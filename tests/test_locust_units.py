@@ -94,14 +94,14 @@ def test_pool_row_from_the_latest_pool_block_and_db_activity() -> None:
     assert row["pg_by_state"] == "active 5, idle 25"
     assert row["max_connections"] == 100
     assert row["sessions"] == 118
+    view.db_error = "timed out"
+    assert pool_row(view)["pg_by_state"] == "no answer (timed out)"
     unreachable = pool_row(GatewayView(url="http://127.0.0.1:9001", error="connection refused"))
     assert "unreachable" in unreachable["gateway"]
     assert unreachable["exhausted"] == "0.0%"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"), [("5-30", (5.0, 30.0)), ("10", (10.0, 10.0)), (" 0.5-2 ", (0.5, 2.0))]
-)
+@pytest.mark.parametrize(("text", "expected"), [("5-30", (5.0, 30.0)), ("10", (10.0, 10.0)), (" 0.5-2 ", (0.5, 2.0))])
 def test_lifetime_parses(text: str, expected: tuple[float, float]) -> None:
     assert parse_lifetime(text) == expected
 
@@ -189,9 +189,7 @@ print(json.dumps(ticks))
 
 
 def test_shapes_follow_their_plans() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", SHAPE_PROBE], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", SHAPE_PROBE], capture_output=True, text=True, timeout=60, check=True)
     ticks = json.loads(out.stdout.strip().splitlines()[-1])
     ramp = ticks["ramp"]
     assert ramp[0][0] == 100 and ramp[50][0] == 100 and ramp[85][0] == 0 and ramp[-1] is None

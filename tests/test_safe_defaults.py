@@ -10,7 +10,6 @@ import ast
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -24,8 +23,10 @@ from aiohttp.test_utils import make_mocked_request
 from gateway_sim import app as gateway_app
 from gateway_sim.cli import build_parser
 from harness.gateway_proc import GatewayProcess
+from tests import test_mcp_protocol
 from tests.test_mcp_protocol import SESSION_ID, assert_error, open_sse, rpc
 
+http = test_mcp_protocol.http  # the aiohttp client fixture
 TOKEN = "s3cret-token-0123"
 GATEWAY_SIM = Path(gateway_app.__file__).parent
 ADMIN_ROUTES = (
@@ -36,12 +37,6 @@ ADMIN_ROUTES = (
     ("POST", "/admin/latency"),
     ("POST", "/admin/cleanup"),
 )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
 
 
 # --- loopback bind -----------------------------------------------------------------------------------

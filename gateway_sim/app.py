@@ -388,6 +388,63 @@ async def admin_cleanup(request: web.Request) -> web.Response:
     return web.json_response(record.as_dict())
 
 
+def _process_stats(app: web.Application) -> dict[str, Any]:
+    """This process's resident memory, open file descriptors, asyncio tasks and pooled connections."""
+    rss_bytes: int | None = None
+    open_fds: int | None = None
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            rss_bytes = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        open_fds = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError, IndexError):  # no /proc on this platform
+        pass
+    pool = app[STORE].engine.pool
+    registry = app[REGISTRY]
+    return {
+        "pid": os.getpid(),
+        "rss_bytes": rss_bytes,
+        "open_fds": open_fds,
+        "asyncio_tasks": len(asyncio.all_tasks()),
+        "pool_connections": pool.checkedin() + pool.checkedout(),  # type: ignore[attr-defined]
+        "sessions_active": len(registry.sessions),
+        "sessions_persistent": sum(1 for t in registry.sessions.values() if t.persistent),
+    }
+
+
+async def admin_process(request: web.Request) -> web.Response:
+    """Resource use of this worker: RSS, open fds, asyncio tasks, pooled connections, sessions."""
+    return web.json_response({"worker": request.app[CONFIG].worker_id, **_process_stats(request.app)})
+
+
+MAX_HOLD_SECONDS = 3600.0
+
+
+async def admin_hold_connections(request: web.Request) -> web.Response:
+    """The pool-exhaust fault: ``{"seconds": 5, "connections": N}`` checks N pooled connections out (default:
+    the pool's limit) and keeps them idle for that long, so other work waits for the pool or times out."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (ValueError, RecursionError):
+        return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
+    store = request.app[STORE]
+    limit = store.monitor.limit
+    if not isinstance(body, dict) or set(body) - {"seconds", "connections"}:
+        return json_error(400, "expected an object with seconds and optionally connections", mcp.INVALID_PARAMS)
+    seconds = _finite_number(body.get("seconds"))
+    if seconds is None or not 0 < seconds <= MAX_HOLD_SECONDS:
+        return json_error(400, f"seconds must be a number in (0, {MAX_HOLD_SECONDS:g}]", mcp.INVALID_PARAMS)
+    count = body.get("connections", limit)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
+        return json_error(400, f"connections must be an integer in [1, {limit}]", mcp.INVALID_PARAMS)
+
+    async def hold() -> None:
+        held = await store.hold_connections(count, seconds)
+        log.warning("held %d of %d pooled connections for %.1f s", held, count, seconds)
+
+    _spawn(request.app, hold())
+    return web.json_response({"holding": count, "seconds": seconds}, status=202)
+
+
 async def admin_latency_get(request: web.Request) -> web.Response:
     """The injected refresh latency/jitter/error rate in force."""
     return web.json_response(await request.app[STORE].run(st.get_fault_knobs))
@@ -491,4 +548,6 @@ def create_app(config: GatewayConfig) -> web.Application:
         app.router.add_get("/admin/sessions", admin_sessions)
         app.router.add_get("/admin/latency", admin_latency_get)
         app.router.add_post("/admin/latency", admin_latency_post)
+        app.router.add_get("/admin/process", admin_process)
+        app.router.add_post("/admin/hold-connections", admin_hold_connections)
     return app

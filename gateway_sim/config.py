@@ -114,6 +114,12 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds to wait for a pooled connection (default 30)",
     )
+    parser.add_argument(
+        "--pool-pre-ping",
+        action="store_true",
+        help="test each pooled connection on checkout and replace a dead one (default off: a dead "
+        "connection fails its statement and the pool is invalidated)",
+    )
 
 
 def add_registry_arguments(parser: argparse.ArgumentParser, *, cleanup_interval: float = 300.0) -> None:

@@ -124,6 +124,7 @@ class SessionRegistry:
         self._cycle_lock = asyncio.Lock()
         self._inflight = 0
         self._inflight_peak = 0
+        self._pending_deletes: set[str] = set()  # rows whose delete failed (database down): retried each cycle
 
     # -- sessions ------------------------------------------------------------------------------
     def get(self, session_id: str) -> Transport | None:
@@ -163,7 +164,7 @@ class SessionRegistry:
     async def remove_session(self, session_id: str, reason: str, *, delete_row: bool = True) -> bool:
         """Close the transport and delete the row; False if this process did not hold the session.
 
-        A failed row delete is logged and left for the TTL sweep: the client is gone either way.
+        A failed row delete is logged and retried at the next cycle: the client is gone either way.
         """
         transport = self.sessions.pop(session_id, None)
         if transport is None:
@@ -180,7 +181,8 @@ class SessionRegistry:
             try:
                 await self.store.run(st.delete_session, session_id)
             except Exception as exc:
-                log.warning("deleting row of %s failed (the TTL sweep will): %s", session_id, exc)
+                self._pending_deletes.add(session_id)
+                log.warning("deleting row of %s failed (retried next cycle): %s", session_id, exc)
         return True
 
     def accounting(self) -> dict[str, Any]:
@@ -211,7 +213,14 @@ class SessionRegistry:
         finally:
             self._inflight -= 1
 
+    async def _retry_deletes(self) -> None:
+        if self._pending_deletes:
+            session_ids = sorted(self._pending_deletes)
+            await self.store.run(st.delete_sessions, session_ids)
+            self._pending_deletes.difference_update(session_ids)
+
     async def _expire(self) -> int:
+        await self._retry_deletes()
         expired = await self.store.run(st.expire_sessions, self.config.session_ttl)
         for session_id in expired:
             await self.remove_session(session_id, "expired", delete_row=False)
@@ -313,6 +322,7 @@ class SessionRegistry:
         session_ids = list(self.sessions)
         for session_id in session_ids:
             await self.remove_session(session_id, "shutdown", delete_row=False)
+        session_ids += sorted(self._pending_deletes)
         if session_ids:
             try:
                 await self.store.run(st.delete_sessions, session_ids)

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -85,17 +85,28 @@ FAULT_HOOK_DDL: tuple[str, ...] = (
         jitter_ms double precision NOT NULL DEFAULT 0,
         error_rate double precision NOT NULL DEFAULT 0
     )""",
+    # statement_timeout_ms > 0: a refresh whose injected delay reaches it sleeps that long and is then
+    # cancelled with SQLSTATE 57014 (query_canceled), as statement_timeout would; live, refreshes only.
+    "ALTER TABLE mcp_loadtest_knobs ADD COLUMN IF NOT EXISTS statement_timeout_ms double precision NOT NULL DEFAULT 0",
     "INSERT INTO mcp_loadtest_knobs (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
     """CREATE OR REPLACE FUNCTION mcp_loadtest_refresh_hook() RETURNS trigger
     LANGUAGE plpgsql AS $$
-    DECLARE k record;
+    DECLARE k record; delay double precision := 0;
     BEGIN
-        SELECT latency_ms, jitter_ms, error_rate INTO k FROM mcp_loadtest_knobs WHERE id = 1;
+        SELECT latency_ms, jitter_ms, error_rate, statement_timeout_ms INTO k FROM mcp_loadtest_knobs WHERE id = 1;
         IF k.error_rate > 0 AND random() < k.error_rate THEN
             RAISE EXCEPTION 'injected refresh fault' USING ERRCODE = 'XX001';
         END IF;
         IF k.latency_ms > 0 OR k.jitter_ms > 0 THEN
-            PERFORM pg_sleep(greatest(0, k.latency_ms + (random() * 2 - 1) * k.jitter_ms) / 1000.0);
+            delay := greatest(0, k.latency_ms + (random() * 2 - 1) * k.jitter_ms);
+        END IF;
+        IF k.statement_timeout_ms > 0 AND delay >= k.statement_timeout_ms THEN
+            PERFORM pg_sleep(k.statement_timeout_ms / 1000.0);
+            RAISE EXCEPTION 'canceling statement due to statement timeout (injected, % ms)', k.statement_timeout_ms
+                USING ERRCODE = 'query_canceled';
+        END IF;
+        IF delay > 0 THEN
+            PERFORM pg_sleep(delay / 1000.0);
         END IF;
         RETURN NULL;
     END $$""",
@@ -121,9 +132,11 @@ def set_fault_knobs(
     latency_ms: float | None = None,
     jitter_ms: float | None = None,
     error_rate: float | None = None,
+    statement_timeout_ms: float | None = None,
 ) -> dict[str, float]:
-    """Change the injected latency/jitter/error rate live; ``None`` leaves a knob as it is."""
-    values = {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "error_rate": error_rate}
+    """Change the injected latency/jitter/error rate/statement timeout live; ``None`` leaves a knob as it is."""
+    values = {"latency_ms": latency_ms, "jitter_ms": jitter_ms, "error_rate": error_rate,
+              "statement_timeout_ms": statement_timeout_ms}
     for name, value in values.items():
         if value is not None and value < 0:
             raise ValueError(f"{name} must be >= 0")
@@ -132,12 +145,14 @@ def set_fault_knobs(
     session.execute(
         text(
             "UPDATE mcp_loadtest_knobs SET latency_ms = coalesce(:latency_ms, latency_ms),"
-            " jitter_ms = coalesce(:jitter_ms, jitter_ms), error_rate = coalesce(:error_rate, error_rate)"
+            " jitter_ms = coalesce(:jitter_ms, jitter_ms), error_rate = coalesce(:error_rate, error_rate),"
+            " statement_timeout_ms = coalesce(:statement_timeout_ms, statement_timeout_ms)"
             " WHERE id = 1"
         ).bindparams(
             bindparam("latency_ms", type_=Float),
             bindparam("jitter_ms", type_=Float),
             bindparam("error_rate", type_=Float),
+            bindparam("statement_timeout_ms", type_=Float),
         ),
         values,
     )
@@ -146,11 +161,12 @@ def set_fault_knobs(
 
 
 def get_fault_knobs(session: Session) -> dict[str, float]:
-    """The injected latency/jitter/error rate in force."""
+    """The injected latency/jitter/error rate/statement timeout in force."""
     row = session.execute(
-        text("SELECT latency_ms, jitter_ms, error_rate FROM mcp_loadtest_knobs WHERE id = 1")
+        text("SELECT latency_ms, jitter_ms, error_rate, statement_timeout_ms FROM mcp_loadtest_knobs WHERE id = 1")
     ).one()
-    return {"latency_ms": float(row[0]), "jitter_ms": float(row[1]), "error_rate": float(row[2])}
+    return {"latency_ms": float(row[0]), "jitter_ms": float(row[1]), "error_rate": float(row[2]),
+            "statement_timeout_ms": float(row[3])}
 
 
 # --- the statements --------------------------------------------------------------------------------
@@ -302,6 +318,26 @@ class SessionStore(ABC):
         """The batched refresh: one UPDATE for all ``session_ids``; the ids that exist."""
         return await self.run(refresh_sessions, session_ids)
 
+    async def hold_connections(self, count: int, seconds: float) -> int:
+        """Check ``count`` pooled connections out and keep them idle for ``seconds`` (the pool-exhaust fault).
+
+        Returns how many were held; a checkout that fails (e.g. the pool timeout) is skipped.
+        """
+
+        async def hold_one() -> None:
+            release = await self._checkout()
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                await release()
+
+        results = await asyncio.gather(*(hold_one() for _ in range(count)), return_exceptions=True)
+        return sum(1 for result in results if result is None)
+
+    @abstractmethod
+    async def _checkout(self) -> Callable[[], Awaitable[None]]:
+        """Check one pooled connection out; returns the coroutine function that checks it back in."""
+
     @abstractmethod
     async def close(self) -> None:
         """Dispose of the engine (and executor)."""
@@ -363,6 +399,15 @@ class ThreadStore(SessionStore):
         call = functools.partial(ctx.run, self._in_thread, fn, args)
         return await loop.run_in_executor(self._executor, call)
 
+    async def _checkout(self) -> Callable[[], Awaitable[None]]:
+        # the default executor, so a held connection occupies no thread of the driver's executor
+        conn = await asyncio.to_thread(self._engine.connect)
+
+        async def release() -> None:
+            await asyncio.to_thread(conn.close)
+
+        return release
+
     async def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.monitor.detach()
@@ -405,6 +450,10 @@ class AsyncStore(SessionStore):
             return True
         finally:
             await conn.close()
+
+    async def _checkout(self) -> Callable[[], Awaitable[None]]:
+        conn = await self._async_engine.connect()
+        return conn.close
 
     async def close(self) -> None:
         self.monitor.detach()

@@ -141,7 +141,7 @@ def add_registry_arguments(parser: argparse.ArgumentParser, *, cleanup_interval:
         "--session-ttl",
         type=float,
         default=3600.0,
-        help="seconds of inactivity after which the sweep deletes a session row (default 3600)",
+        help="seconds of inactivity after which the sweep deletes a session row (default %(default)s)",
     )
 
 

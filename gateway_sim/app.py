@@ -82,9 +82,12 @@ async def error_middleware(
             reason = f"request body too large (limit {request.app[CONFIG].max_body_bytes} bytes)"
         return _with_headers(json_error(exc.status, reason), exc)
     except ConnectionError as exc:
-        # The client left mid-request (a body cut short): nobody reads the answer, nothing to trace.
-        log.info("client left during %s %s: %s", request.method, request.path, exc)
-        return json_error(400, "the client closed the connection before the request was complete")
+        if request.transport is None or request.transport.is_closing():
+            # The client left mid-request (a body cut short): nobody reads the answer, nothing to trace.
+            log.info("client left during %s %s: %s", request.method, request.path, exc)
+            return json_error(400, "the client closed the connection before the request was complete")
+        log.warning("backend connection failed for %s %s: %s", request.method, request.path, exc)
+        return json_error(503, "a backend connection failed, try again")
     except SQLAlchemyError as exc:
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
         return json_error(503, "database unavailable, try again")

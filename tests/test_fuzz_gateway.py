@@ -33,7 +33,13 @@ SHORT_EXAMPLES, FULL_EXAMPLES = 100, 1000
 EXAMPLES_ENV = "GATEWAY_FUZZ_EXAMPLES"
 MAX_BODY = 8192  # above 4,300: room for an integer too long for int()
 GATEWAY_ARGS = ("--max-body-bytes", str(MAX_BODY), "--sse-keepalive", "0.3", "--cleanup-interval", "1")
-LOG_ALARMS = ("Traceback", "Error handling request", "unexpected error")
+LOG_ALARMS = (
+    "Traceback",
+    "Error handling request",
+    "unexpected error",
+    "backend connection failed",
+    "database unavailable",
+)
 LIVE = "<live session>"  # stands for a session id that exists when the request is sent
 UNKNOWN = "fedcba9876543210" * 2
 HEX32 = re.compile(r"[0-9a-f]{32}")

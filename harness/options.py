@@ -34,5 +34,6 @@ def add_gateway_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gateway-workers", type=int, default=1,
                        help="gateway processes sharing the database (default 1)")
     group.add_argument("--db-latency-ms", type=float, default=0.0,
-                       help="latency added to each refresh (server mode) or round trip (proxy mode), ms (default %(default)s)")
+                       help="latency added to each refresh (server mode) or round trip (proxy mode), ms "
+                            "(default %(default)s)")
     group.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on that latency, ms (default 0)")

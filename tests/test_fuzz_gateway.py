@@ -20,12 +20,16 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from unittest import mock
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
+from gateway_sim import app as gateway_app
 from gateway_sim import mcp
 from harness.gateway_proc import GatewayProcess
 
@@ -725,3 +729,17 @@ def test_fuzz_client_leaving_mid_body(client: FuzzClient, examples: int) -> None
     )
     fuzz(examples, strategy, check)
     client.assert_sound(examples)
+
+
+@pytest.mark.parametrize(("client_gone", "status"), [(True, 400), (False, 503)])
+async def test_connection_error_is_client_left_only_when_the_client_is_gone(client_gone: bool, status: int):
+    """A body cut short by the client is a quiet 400; a backend link failing is a logged 503, not 'client left'."""
+    transport = mock.Mock()
+    transport.is_closing.return_value = client_gone
+
+    async def handler(_: web.Request) -> web.StreamResponse:
+        raise ConnectionResetError("Connection lost")
+
+    response = await gateway_app.error_middleware(make_mocked_request("POST", "/mcp", transport=transport), handler)
+    assert response.status == status
+    assert json.loads(response.body)["error"]["message"]

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("harness.gate", "pass or fail results on thresholds and baseline regressions (exit 99 on failure)"),
     "baseline": ("harness.baseline", "save a run's results as a baseline for 'gate --baseline'"),
     "sweep": ("harness.sweep", "capacity-planning sweep over a grid of knobs, with report and recommendation"),
+    "fault": ("harness.fault_cmd", "inject database faults into a running 'harness up' (kill, restart, errors, …)"),
+    "soak": ("harness.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
 }
 
 EXIT_OK = 0

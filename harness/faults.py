@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import logging
 import os
@@ -321,7 +322,7 @@ class FaultScheduler:
         summary["faults"] = fault_summary(self.specs, data.events, data.cycles, data.started_at)
         if self.failures:
             summary.setdefault("warnings", []).extend(self.failures)
-        return []
+        return [faults_table(summary["faults"])] if self.specs else []
 
     # -- the timeline itself ------------------------------------------------------------------------
     def begin(self, target: FaultTarget, mark: Mark) -> None:
@@ -333,11 +334,14 @@ class FaultScheduler:
             self._threads.append(thread)
             thread.start()
 
+    def running(self) -> bool:
+        """Whether any spec is still waiting, active or clearing."""
+        return any(thread.is_alive() for thread in self._threads)
+
     def wait(self) -> None:
         """Block until every spec has run its course (or was cancelled)."""
-        for thread in self._threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        while self.running():
+            time.sleep(0.1)
 
     def _run_spec(self, spec: FaultSpec, target: FaultTarget, mark: Mark, t0: float) -> None:
         if self._cancel.wait(max(0.0, t0 + spec.at - time.monotonic())):
@@ -438,3 +442,15 @@ def fault_summary(specs: list[FaultSpec], events: list[dict[str, Any]], cycles: 
         })
         out.append(entry)
     return out
+
+
+def faults_table(entries: list[dict[str, Any]]) -> str:
+    """The report's section on faults: window, errors counted, sessions removed, recovery."""
+    head = ("fault", "start s", "end s", "cycles", "refresh errors", "cycle errors", "removed (missing)", "recovered")
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            e["spec"], e["start_t"], e["end_t"], e.get("cycles_during"), e.get("refresh_errors_during"),
+            e.get("cycle_errors_during"), e.get("removed_missing_during"), e.get("recovered", e.get("error"))))
+        + "</tr>" for e in entries)
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return f"<h2>Faults</h2><table><tr>{header}</tr>{rows}</table>"

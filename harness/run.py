@@ -13,9 +13,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway_sim.config import StoreConfig
 from harness.arglists import duration_seconds
@@ -23,6 +24,7 @@ from harness.calibrate import calibrate
 from harness.collect import Collected, Collector, get_json
 from harness.dbsync import sync_session
 from harness.errors import UsageError
+from harness.faults import FaultScheduler, check_fits, fault_spec
 from harness.locust_proc import LocustOptions, LocustProcess, read_stats
 from harness.manifest import build_manifest, package_versions
 from harness.options import add_database_options, add_gateway_options
@@ -59,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--gateway-url", action="append", default=None,
                      help="measure this running gateway instead of starting one (repeatable; add --db-url for "
                           "pg_stat_activity, calibration and the leak check)")
+    run.add_argument("--fault", action="append", type=fault_spec, default=[], metavar="SPEC",
+                     help="inject a database fault during the load (repeatable): kill-backends@T, restart-db@T[:DOWN], "
+                          "error-rate=P[@T:D], statement-timeout=MS[@T:D], pool-exhaust@T:D (T seconds after the "
+                          "load starts)")
     run.add_argument("--out", type=Path, default=None, help="results directory (default results/<timestamp>)")
     run.add_argument("--drain", type=duration_seconds, default=None,
                      help="after the load, seconds to let cleanup catch up (default 2 × cleanup interval + 1)")
@@ -156,8 +162,22 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
 
 
-def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+class RunExtension(Protocol):
+    """Something that runs beside the load (faults, process sampling) and adds to the results."""
+
+    def start(self, stack: Any, collector: Collector) -> None:
+        """The load starts now."""
+
+    def stop(self) -> None:
+        """The load and the drain are over (also called on failure; idempotent)."""
+
+    def results(self, summary: dict[str, Any], data: Collected) -> list[str]:
+        """Add keys to the summary; return HTML sections for the report."""
+
+
+def execute(args: argparse.Namespace, out_dir: Path, extensions: Sequence[RunExtension] = ()) -> dict[str, Any]:
     """Run one scenario end to end and write its results; returns the summary."""
+    extensions = [FaultScheduler(list(getattr(args, "fault", []))), *extensions]
     locust_options = _locust_options(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = out_dir / "logs"
@@ -182,6 +202,8 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             collector.start()
             locust = LocustProcess(locust_options, stack.gateway_urls, out_dir)
             collector.mark("load_start")
+            for extension in extensions:
+                extension.start(stack, collector)
             locust.start()
             with Progress(enabled=not args.no_progress, run_time=args.run_time) as progress:
                 while locust.running() and not interrupt.event.wait(1.0):
@@ -196,6 +218,8 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             locust.wait(60)
             collector.mark("load_end")
             time.sleep(drain)
+            for extension in extensions:
+                extension.stop()
             leaked, rows_before_stop = _leak_check(stack)
             data = collector.stop()
             collector = None
@@ -206,6 +230,8 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             if locust is not None and locust.running():
                 locust.interrupt()
                 locust.wait(30)
+            for extension in extensions:
+                extension.stop()
             if collector is not None:
                 collector.stop()
             stack.stop()
@@ -227,11 +253,12 @@ def execute(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             f"{args.gateway_workers} workers × (pool {args.pool_size} + overflow {args.max_overflow}) = "
             f"{summary['pool']['total_connections_limit']} connections exceed max_connections "
             f"{summary['pool']['max_connections']}")
-    _write_results(out_dir, summary, data)
+    sections = [section for extension in extensions for section in extension.results(summary, data)]
+    _write_results(out_dir, summary, data, sections)
     return summary
 
 
-def _write_results(out_dir: Path, summary: dict[str, Any], data: Collected) -> None:
+def _write_results(out_dir: Path, summary: dict[str, Any], data: Collected, sections: list[str]) -> None:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out_dir / "manifest.json").write_text(json.dumps(build_manifest({"config": summary["config"]}), indent=2) + "\n",
                                            encoding="utf-8")
@@ -240,7 +267,7 @@ def _write_results(out_dir: Path, summary: dict[str, Any], data: Collected) -> N
     write_csv(out_dir / "pool.csv", data.pool_samples)
     write_csv(out_dir / "pg_activity.csv", data.pg_samples)
     (out_dir / "events.json").write_text(json.dumps(data.events, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "report.html").write_text(write_report(summary, data), encoding="utf-8")
+    (out_dir / "report.html").write_text(write_report(summary, data, sections), encoding="utf-8")
 
 
 def print_summary(summary: dict[str, Any], out_dir: Path) -> None:
@@ -269,15 +296,18 @@ def print_summary(summary: dict[str, Any], out_dir: Path) -> None:
         console.print(f"[yellow]warning:[/] {warning}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """``python -m harness run``."""
+def run(args: argparse.Namespace, extensions: Sequence[RunExtension] = ()) -> int:
+    """``python -m harness run`` (``soak`` adds its own extensions)."""
     if args.gate is not None and not args.gate.is_file():
         raise UsageError(f"--gate file {args.gate} does not exist")
     if args.gateway_workers < 1:
         raise UsageError("--gateway-workers must be >= 1")
     _locust_options(args)  # validate before anything starts
+    embedded = not args.gateway_url and not args.db_url and args.db == "embedded"
+    check_fits(args.fault, args.run_time, embedded,
+               "an external gateway" if args.gateway_url else args.db_url or args.db)
     out_dir = args.out or _default_out()
-    summary = execute(args, out_dir)
+    summary = execute(args, out_dir, extensions)
     print_summary(summary, out_dir)
     print(f"wrote {out_dir}/summary.json, report.html, cycles.csv, pool.csv, locust_stats.csv", file=sys.stderr)
     if args.gate is not None:

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.faults import RestartControl
 from harness.options import add_database_options, add_gateway_options
 from harness.stack import Stack, StackOptions
 from harness.state import default_state_path, remove_state, write_state
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     stack = Stack(StackOptions.from_args(args))
+    # 'harness fault restart-db@…' asks through this directory: only this process can run pg_ctl
+    control = RestartControl.create() if stack.provider.supports_restart else None
     try:
         stack.start()
         for url in stack.gateway_urls:
@@ -44,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"database: {stack.db_url}", flush=True)
         if stack.proxy_control_url:
             print(f"latency proxy control: {stack.proxy_control_url}", flush=True)
-        write_state(stack.state(), args.state)
+        write_state({**stack.state(), **(control.state() if control else {})}, args.state)
         print("running; Ctrl-C stops", flush=True)
         while not stop.wait(0.5):
+            if control is not None:
+                control.serve_once(stack.provider, stop)
             dead = stack.dead_gateways()
             if dead:
                 print(f"gateway {', '.join(dead)} exited; stopping", flush=True)
@@ -55,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
         remove_state(args.state)
+        if control is not None:
+            control.remove()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print("stopped", flush=True)

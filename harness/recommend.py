@@ -170,3 +170,10 @@ def recommend(rows: Sequence[Row], target: Target, extrapolate_to: Sequence[int]
             projected = [extrapolate(r, sessions, target) for r in largest.values()]
             answers.append(_answer(group, sessions, projected, target, extrapolated=True))
     return answers
+
+
+def recommend_per_strategy(rows: Sequence[Row], target: Target,
+                           extrapolate_to: Sequence[int] = ()) -> dict[str, list[Recommendation]]:
+    """The same answers with the strategy held fixed: what each strategy needs on its own."""
+    strategies = sorted({str(r["strategy"]) for r in rows})
+    return {s: recommend([r for r in rows if r["strategy"] == s], target, extrapolate_to) for s in strategies}

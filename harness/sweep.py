@@ -38,7 +38,7 @@ from harness.arglists import duration_seconds, list_of
 from harness.bench import BenchPoint, collapse, expand, measure_point, nominal_model_ms, skipped_row
 from harness.errors import UsageError
 from harness.model import predict
-from harness.recommend import Recommendation, Target, recommend
+from harness.recommend import Recommendation, Target, recommend, recommend_per_strategy
 
 MODES = ("bench", "run")
 GRID = ("strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size", "max_overflow",
@@ -272,7 +272,8 @@ def row_from_summary(summary: dict[str, Any], point: BenchPoint, spec: SweepSpec
         "measured_ms_p95": _dig(summary, "cleanup.total_ms.p95"),
         "model_ms": model_ms if model_ms is not None else nominal.model_ms,
         "model_ratio": _dig(summary, "cleanup.model_ratio.p50"), "c_eff": nominal.c_eff,
-        "binding": nominal.binding, "pool_exhausted_fraction": _dig(summary, "pool.exhausted_fraction"),
+        "binding": _dig(summary, "cleanup.binding") or nominal.binding,
+        "pool_exhausted_fraction": _dig(summary, "pool.exhausted_fraction"),
         "waiters_peak": _dig(summary, "pool.waiters_peak"), "wait_ms_p95": _dig(summary, "pool.wait_ms.p95"),
         "pool_timeouts": _dig(summary, "pool.timeouts") or 0,
         "errors": _dig(summary, "cleanup.refresh_errors") or 0,
@@ -302,7 +303,7 @@ def run_measure(db_url: str, spec: SweepSpec) -> Measure:
                 "--pool-size", str(point.pool_size), "--max-overflow", str(point.max_overflow),
                 "--pool-timeout", str(point.pool_timeout), "--batch-size", str(point.batch_size),
                 "--db-latency-ms", f"{point.db_latency_ms:g}", "--db-jitter-ms", f"{point.db_jitter_ms:g}",
-                "--users", str(spec.users or point.sessions), "--run-time", spec.run_time]
+                "--users", str(spec.users or point.sessions), "--run-time", spec.run_time, "--no-progress"]
         if point.driver == "thread":
             argv += ["--executor-threads", str(point.executor_threads)]
         code = cli.main(argv)
@@ -397,8 +398,14 @@ def extrapolation_counts(spec: SweepSpec, rows: Sequence[Row]) -> list[int]:
     return [10 * max(int(r["sessions"]) for r in rows)] if rows else []
 
 
-def write_outputs(spec: SweepSpec, rows: Sequence[Row], answers: Sequence[Recommendation]) -> None:
-    """``sweep.csv``, ``sweep.json`` and ``report.html`` (with its plots) in ``spec.out``."""
+Answers = dict[str, list[Recommendation]]
+
+
+def write_outputs(spec: SweepSpec, rows: Sequence[Row], answers: Answers) -> None:
+    """``sweep.csv``, ``sweep.json`` and ``report.html`` (with its plots) in ``spec.out``.
+
+    ``answers`` maps ``"any"`` (the overall recommendation) and each strategy to its answers.
+    """
     from harness.manifest import build_manifest
     from harness.sweep_report import write_report
 
@@ -406,24 +413,36 @@ def write_outputs(spec: SweepSpec, rows: Sequence[Row], answers: Sequence[Recomm
     write_csv(spec.out / "sweep.csv", rows)
     plan = {k: (str(v) if isinstance(v, Path) else v) for k, v in spec.values.items() if k not in ("db_url",)}
     payload = {"manifest": build_manifest(), "plan": plan, "rows": list(rows),
-               "recommendations": [a.as_dict() for a in answers]}
+               "recommendations": [a.as_dict() for a in answers.get("any", [])],
+               "recommendations_by_strategy": {k: [a.as_dict() for a in v] for k, v in answers.items() if k != "any"}}
     (spec.out / "sweep.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     write_report(spec.out, rows, answers, spec.target)
 
 
-def print_recommendations(answers: Sequence[Recommendation], target: Target) -> None:
+def recommendations(spec: SweepSpec, rows: Sequence[Row]) -> Answers:
+    """The overall answers (``"any"``) and each strategy's own, or nothing without a target."""
+    target = spec.target
+    if target is None:
+        return {}
+    counts = extrapolation_counts(spec, rows)
+    return {"any": recommend(rows, target, counts), **recommend_per_strategy(rows, target, counts)}
+
+
+def print_recommendations(answers: Answers, target: Target) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.sweep_report import answer_grid
+
+    headers, lines = answer_grid(answers)
     table = Table(title=f"smallest settings for cycle p95 ≤ {target.cycle_ms:g} ms, "
-                        f"{target.gateway_workers} worker(s) × (pool + overflow) ≤ {target.max_db_connections}")
-    for col in ("driver", "L ms", "sessions", "basis", "settings"):
+                        f"{target.gateway_workers} worker(s) × (pool + overflow) ≤ {target.max_db_connections} "
+                        "(* extrapolated with the model)")
+    for col in headers:
         table.add_column(col)
-    for a in answers:
-        basis = a.note if a.settings else "-"
-        table.add_row(a.driver, f"{a.db_latency_ms:g}", f"{a.sessions}{' *' if a.extrapolated else ''}", basis,
-                      a.describe())
-    Console(width=170).print(table)
+    for line in lines:
+        table.add_row(*line)
+    Console(width=200).print(table)
 
 
 # --- the sub-command --------------------------------------------------------------------------------
@@ -484,11 +503,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if provider is not None:
                 provider.stop()
-    target = spec.target
-    answers = recommend(rows, target, extrapolation_counts(spec, rows)) if target else []
+    answers = recommendations(spec, rows)
     write_outputs(spec, rows, answers)
-    if target:
-        print_recommendations(answers, target)
+    if spec.target is not None:
+        print_recommendations(answers, spec.target)
     print(f"wrote {spec.out / 'sweep.csv'}, {spec.out / 'sweep.json'}, {spec.out / 'report.html'}")
     if interrupted:
         print(f"sweep: interrupted; {len(rows)} finished points kept. Re-run the same command to continue.")

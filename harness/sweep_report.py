@@ -17,10 +17,9 @@ from harness.recommend import Recommendation, Target
 Row = dict[str, Any]
 BINDING_COLORS = {"semaphore": "#1f77b4", "executor": "#d62728", "pool": "#ff7f0e", "max_connections": "#9467bd",
                   "none": "#2ca02c"}
-STRATEGY_COLORS = {"sequential": "#7f7f7f", "gather": "#9467bd", "bounded": "#1f77b4", "batched": "#2ca02c"}
 PLOTS = {"cycle_vs_sessions.png": "Cycle time vs sessions (log–log; solid: measured p50, dashed: model)",
          "model_ratio.png": "Measured / model per point (colour: the binding constraint)",
-         "heatmap_p95.png": "Cycle p95 over max_concurrent × pool_size (bounded strategy, largest N measured)",
+         "heatmap_p95.png": "Cycle p95 over max_concurrent × pool_size (bounded strategy, the N with the fullest grid)",
          "pool_saturation.png": "Pool saturation per point: time exhausted, connections checked out, wait p95"}
 TABLE_COLUMNS = ("strategy", "driver", "sessions", "db_latency_ms", "max_concurrent", "executor_threads", "pool_size",
                  "max_overflow", "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff", "binding",
@@ -48,6 +47,10 @@ def label(row: Row, with_point: bool = True) -> str:
 def binding_name(row: Row) -> str:
     """The binding constraint in words, with its size."""
     binding = row.get("binding")
+    if row["strategy"] == "sequential":
+        return "one refresh at a time (sequential)"
+    if row["strategy"] == "batched":
+        return f"one statement per {row.get('batch_size')} ids (batched)"
     if binding == "executor":
         return f"executor ({row.get('executor_threads')} threads)"
     if binding == "pool":
@@ -75,8 +78,9 @@ def binding_notes(rows: Sequence[Row]) -> list[str]:
         if row["strategy"] != "bounded" or row.get("binding") in ("semaphore", "none", None):
             continue
         notes.append(
-            f"{row['driver']} driver, N={row['sessions']}, L={row['db_latency_ms']:g} ms: bounded "
-            f"c={row['max_concurrent']} runs only {row['c_eff']} refreshes at once — the {binding_name(row)} binds, "
+            f"{row['driver']} driver, N={row['sessions']}, L={row['db_latency_ms']:g} ms, pool "
+            f"{row['pool_size']}+{row['max_overflow']}: bounded c={row['max_concurrent']} runs only {row['c_eff']} "
+            f"refreshes at once — the {binding_name(row)} binds, "
             f"not the semaphore: measured {row['measured_ms_p50']:.0f} ms (model {row['model_ms']:.0f} ms) where the "
             f"semaphore alone would allow ≈ {semaphore_only_ms(row):.0f} ms."
         )
@@ -103,24 +107,28 @@ def _groups(rows: Sequence[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]
 def plot_cycle_vs_sessions(rows: Sequence[Row], path: Path) -> None:
     plt = _pyplot()
     panels = _groups(rows, "driver", "db_latency_ms")
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
-    for ax, ((driver, latency), panel) in zip(axes[0], panels.items(), strict=True):
-        for index, (_, config) in enumerate(_groups(panel, "strategy", "max_concurrent", "executor_threads",
-                                                    "pool_size", "max_overflow", "batch_size").items()):
-            config.sort(key=lambda r: int(r["sessions"]))
-            color = STRATEGY_COLORS.get(config[0]["strategy"]) if index < 1 else None
+    configs = {key: group for key, group in _groups(rows, "driver", "db_latency_ms", "strategy", "max_concurrent",
+                                                    "executor_threads", "pool_size", "max_overflow",
+                                                    "batch_size").items()}
+    most = max(sum(1 for key in configs if key[:2] == panel) for panel in panels)
+    palette = plt.get_cmap("tab10" if most <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4 + 0.16 * most), squeeze=False)
+    for ax, (panel, _) in zip(axes[0], panels.items(), strict=True):
+        mine = [group for key, group in configs.items() if key[:2] == panel]
+        for index, config in enumerate(mine):
+            config = sorted(config, key=lambda r: int(r["sessions"]))
+            color = palette(index % palette.N)
             done = measured(config)
-            line = ax.plot([r["sessions"] for r in done], [r["measured_ms_p50"] for r in done], "o-",
-                           color=color, label=label(config[0], with_point=False))[0]
-            ax.plot([r["sessions"] for r in config], [r["model_ms"] for r in config], "--",
-                    color=line.get_color(), alpha=0.7)
+            ax.plot([r["sessions"] for r in done], [r["measured_ms_p50"] for r in done], "o-", color=color,
+                    label=label(config[0], with_point=False))
+            ax.plot([r["sessions"] for r in config], [r["model_ms"] for r in config], "--", color=color, alpha=0.7)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"{driver} driver, L = {latency:g} ms")
+        ax.set_title(f"{panel[0]} driver, L = {panel[1]:g} ms")
         ax.set_xlabel("sessions")
         ax.set_ylabel("cycle ms")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -158,7 +166,8 @@ def plot_heatmap(rows: Sequence[Row], path: Path) -> bool:
     panels = list(_groups(bounded, "driver", "db_latency_ms", "executor_threads", "max_overflow").items())[:6]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
     for ax, ((driver, latency, threads, overflow), panel) in zip(axes[0], panels, strict=True):
-        largest = max(int(r["sessions"]) for r in panel)
+        counts = [int(r["sessions"]) for r in panel]
+        largest = max(counts, key=lambda n: (counts.count(n), n))  # the fullest grid, then the largest N
         cells = {(int(r["max_concurrent"]), int(r["pool_size"])): r for r in panel if r["sessions"] == largest}
         concurrencies = sorted({c for c, _ in cells})
         pools = sorted({p for _, p in cells})
@@ -218,32 +227,67 @@ def _table(rows: Sequence[Row], columns: Sequence[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def headline_rows(rows: Sequence[Row]) -> list[Row]:
+    """The rows at the sweep's largest semaphore, pool and overflow: where only the other limits can bind."""
+    def top(key: str) -> Any:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return max(values) if values else None
+
+    bound, pool, overflow = top("max_concurrent"), top("pool_size"), top("max_overflow")
+    return [r for r in rows if r.get("max_concurrent") in (None, bound) and r["pool_size"] == pool
+            and r["max_overflow"] == overflow]
+
+
 def side_by_side(rows: Sequence[Row]) -> str:
-    """Per (sessions, latency): every strategy and driver, slowest first, so a claim and its limit meet."""
+    """Per (sessions, latency): each strategy and driver at the largest semaphore and pool, slowest first."""
     parts = []
-    for (sessions, latency), group in _groups(rows, "sessions", "db_latency_ms").items():
+    for (sessions, latency), group in _groups(headline_rows(rows), "sessions", "db_latency_ms").items():
         group = sorted(group, key=lambda r: -float(r.get("measured_ms_p50") or r["model_ms"]))
         parts.append(f"<h3>{sessions} sessions × {latency:g} ms</h3>")
-        parts.append(_table(group, ("driver", "strategy", "max_concurrent", "executor_threads", "pool_size",
-                                    "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff",
-                                    "binding", "note")))
+        parts.append(_table([{**r, "binds": binding_name(r) if r.get("c_eff") else ""} for r in group],
+                            ("driver", "strategy", "max_concurrent", "executor_threads", "pool_size",
+                             "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff", "binds",
+                             "note")))
     return "\n".join(parts)
 
 
-def recommendation_html(answers: Sequence[Recommendation], target: Target | None) -> str:
+def answer_grid(answers: dict[str, list[Recommendation]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells: one line per (driver, latency, sessions); the overall answer, then each strategy's."""
+    columns = ["any", *sorted(k for k in answers if k != "any")]
+    cells: dict[tuple[str, float, int], dict[str, Recommendation]] = {}
+    for column in columns:
+        for answer in answers.get(column, []):
+            cells.setdefault((answer.driver, answer.db_latency_ms, answer.sessions), {})[column] = answer
+    headers = ["driver", "L ms", "sessions", "smallest overall", *(f"{c} only" for c in columns[1:])]
+    lines = []
+    for (driver, latency, sessions), by_column in sorted(cells.items()):
+        extrapolated = any(a.extrapolated for a in by_column.values())
+        line = [driver, f"{latency:g}", f"{sessions}{' *' if extrapolated else ''}"]
+        for column in columns:
+            answer = by_column.get(column)
+            text = "–" if answer is None else answer.describe()
+            if answer is not None and answer.settings and answer.extrapolated:
+                text += f"; {answer.note}"
+            line.append(text if answer is None or answer.settings else "none")
+        lines.append(line)
+    return headers, lines
+
+
+def recommendation_html(answers: dict[str, list[Recommendation]], target: Target | None) -> str:
     if target is None:
         return "<p>No target given: pass <code>--target-cycle-ms T --max-db-connections C</code>.</p>"
-    items = "".join(
-        f"<tr><td>{html.escape(a.driver)}</td><td>{a.db_latency_ms:g}</td><td>{a.sessions}</td>"
-        f"<td>{'extrapolated' if a.extrapolated else 'measured'}</td><td>{html.escape(a.describe())}</td>"
-        f"<td>{html.escape(a.note if a.settings else '')}</td></tr>" for a in answers)
-    return (f"<p>Target: cycle p95 ≤ {target.cycle_ms:g} ms, zero pool timeouts and errors, "
+    headers, lines = answer_grid(answers)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in line) + "</tr>"
+                   for line in lines)
+    return (f"<p>Target: cycle p95 ≤ {target.cycle_ms:g} ms with zero pool timeouts and errors, and "
             f"{target.gateway_workers} gateway worker(s) × (pool_size + max_overflow) ≤ {target.max_db_connections} "
-            "connections. <em>Smallest</em>: fewest connections per worker, then the lowest concurrency, then fewest "
-            "executor threads, then the smallest pool_size, then the lowest p95. Extrapolated rows use the model "
-            "with each configuration's own measured/model factor.</p>"
-            "<table><thead><tr><th>driver</th><th>L ms</th><th>sessions</th><th>basis</th><th>settings</th>"
-            f"<th>note</th></tr></thead><tbody>{items}</tbody></table>")
+            "connections (sessions are per worker). <em>Smallest</em>: fewest connections per worker, then the lowest "
+            "concurrency (the semaphore of bounded; 1 for sequential and batched), then fewest executor threads, then "
+            "the smallest pool_size, then the lowest p95. Rows marked * are extrapolated: the model at that session "
+            "count, scaled by the configuration's own measured/model factor at the largest measured count; "
+            "“none” means no configuration of the sweep qualifies.</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
@@ -252,7 +296,8 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}tabl
          "li{margin-bottom:0.4em}")
 
 
-def write_report(out: Path, rows: Sequence[Row], answers: Sequence[Recommendation], target: Target | None) -> Path:
+def write_report(out: Path, rows: Sequence[Row], answers: dict[str, list[Recommendation]],
+                 target: Target | None) -> Path:
     """Write the PNG plots and ``report.html`` into ``out``; return the report's path."""
     images: list[str] = []
     if measured(rows):
@@ -273,7 +318,7 @@ def write_report(out: Path, rows: Sequence[Row], answers: Sequence[Recommendatio
 <p>{len(rows)} points: {len(measured(rows))} measured, {len(skipped)} skipped. Model:
 N × check + ceil(N / c_eff) × L_refresh, c_eff = min(max_concurrent, executor threads, pool_size + max_overflow,
 max_connections − reserved); batched: ceil(N / batch_size) × L_refresh.</p>
-<h2>Side by side</h2>
+<h2>Side by side (largest semaphore and pool of the sweep)</h2>
 {side_by_side(rows)}
 <h2>Binding constraints</h2>
 <ul>{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>

@@ -10,6 +10,7 @@ import json
 import socket
 import struct
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -150,3 +151,30 @@ def test_restart_db_keeps_sessions_and_deletes_rows_of_clients_that_left_meanwhi
     rows = _rows(db_url)
     assert leaver_id not in rows and len(rows) == SESSIONS  # the failed delete was retried: no leak
     assert gw.alive()
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_admin_process_and_hold_connections_input(start_gateway) -> None:
+    gw = start_gateway("--pool-size", "2", "--max-overflow", "1")
+    process = _get(f"{gw.url}/admin/process")
+    assert process["pid"] == gw.pid and process["rss_bytes"] > 0 and process["open_fds"] > 0
+    assert process["asyncio_tasks"] >= 1 and process["sessions_active"] == 0
+    for body in (b"[", b"[]", b'{"seconds": 0}', b'{"seconds": -1}', b'{"seconds": "5"}', b'{"seconds": 1e999}',
+                 b'{"seconds": 1, "connections": 4}', b'{"seconds": 1, "connections": true}',
+                 b'{"seconds": 1, "extra": 1}', b'{"seconds": 99999}'):
+        status, answer = _post(f"{gw.url}/admin/hold-connections", body)
+        assert status == 400 and answer["error"]["message"], body
+    status, answer = _post(f"{gw.url}/admin/hold-connections", b'{"seconds": 1}')
+    assert status == 202 and answer == {"holding": 3, "seconds": 1.0}
+    time.sleep(0.4)
+    assert _get(f"{gw.url}/admin/cycles")["pool"]["checked_out"] == 3  # the whole pool is held
+    time.sleep(1.2)
+    assert _get(f"{gw.url}/admin/cycles")["pool"]["checked_out"] == 0  # and released

@@ -351,6 +351,9 @@ def run_grid(points: Sequence[BenchPoint], spec: SweepSpec, measure_factory: Cal
              progress: Callable[[BenchPoint, float, str], None] | None = None) -> list[Row]:
     """Every point's row in grid order: finished ones from the store, skipped ones noted, others measured.
 
+    ``progress(point, estimated seconds done, status)`` hears "measuring" before a measurement and
+    "measured", "reused", "skipped" or "failed" after each point.
+
     ``measure_factory`` is called only when some point needs measuring (it may start Postgres).
     A point that fails to measure is reported as skipped with the reason and measured again next time.
     """
@@ -369,6 +372,8 @@ def run_grid(points: Sequence[BenchPoint], spec: SweepSpec, measure_factory: Cal
             status = "skipped"
         else:
             measure = measure or measure_factory()
+            if progress is not None:
+                progress(point, 0.0, "measuring")
             try:
                 row = measure(point)
             except RuntimeError as exc:
@@ -484,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
         task = bar.add_task("", total=max(total, 1e-9), done=0, count=len(points))
 
         def advance(point: BenchPoint, cost: float, status: str) -> None:
-            done = bar.tasks[0].fields["done"] + 1
+            done = bar.tasks[0].fields["done"] + (status != "measuring")
             bar.update(task, advance=cost, done=done,
                        description=f"{status} {point.strategy}/{point.driver} N={point.sessions}")
 

@@ -81,7 +81,10 @@ def test_resume_measures_only_the_points_not_finished(tmp_path) -> None:
         run_grid(points, spec, lambda: fake_measure(first, stop_after=3))
     assert len(PointStore(tmp_path / POINTS_FILE).load()) == 3  # every finished point is on disk
     second: list = []
-    rows = run_grid(points, spec, lambda: fake_measure(second))
+    statuses: list[str] = []
+    rows = run_grid(points, spec, lambda: fake_measure(second), lambda point, cost, status: statuses.append(status))
+    assert sorted(set(statuses)) == ["measured", "measuring", "reused", "skipped"]
+    assert statuses.count("reused") == 3 and statuses.count("measured") == statuses.count("measuring") == 5
     assert not set(second) & set(first)  # nothing measured twice
     assert set(first) | set(second) == set(runnable)
     assert [r["skipped"] for r in rows].count(True) == 1 and len(rows) == 9

@@ -274,6 +274,12 @@ def _apply_settings(environment: Environment) -> None:
     """Parse the options in force and set the transport weights; raises ValueError on bad input."""
     settings = LoadSettings.from_options(environment.parsed_options, environment.host)
     _Load.settings = settings
+    # A worker learns --session-log from the master's options at the test start.
+    current = _Load.session_log.path if _Load.session_log else None
+    if settings.session_log != current:
+        if _Load.session_log is not None:
+            _Load.session_log.close()
+        _Load.session_log = SessionLog(settings.session_log) if settings.session_log else None
     SSEUser.weight = settings.transport_mix  # type: ignore[assignment]
     StreamableHTTPUser.weight = 1.0 - settings.transport_mix  # type: ignore[assignment]
 
@@ -290,9 +296,6 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     except ValueError as exc:
         print(f"locust: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    path = _Load.settings.session_log
-    if path:
-        _Load.session_log = SessionLog(path)
     poller = cleanup_stats.start(environment, lambda: _Load.settings.gateway_urls)
     if poller is not None and environment.web_ui is not None:
         pool_tab.install(environment.web_ui, poller)

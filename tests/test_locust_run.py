@@ -47,9 +47,7 @@ def mcp_totals(rows: list[dict[str, str]]) -> tuple[int, int]:
     return sum(int(r["Request Count"]) for r in mcp), sum(int(r["Failure Count"]) for r in mcp)
 
 
-def test_headless_run_reports_cleanup_cycles_and_abrupt_drops_are_found(
-    start_gateway, tmp_path: Path
-) -> None:
+def test_headless_run_reports_cleanup_cycles_and_abrupt_drops_are_found(start_gateway, tmp_path: Path) -> None:
     gw = start_gateway("--cleanup-interval", "1")
     log_path = tmp_path / "sessions.jsonl"
     proc, rows = run_locust(tmp_path, gw.url, 12, "--session-log", str(log_path))
@@ -79,20 +77,20 @@ def test_headless_run_reports_cleanup_cycles_and_abrupt_drops_are_found(
     assert 0 <= accounting["created_by_transport"]["sse"] - sse_logged <= 2
 
 
-def test_sessions_spread_over_gateways_and_each_gateways_cycles_count_once(
-    start_gateway, tmp_path: Path
-) -> None:
+def test_sessions_spread_over_gateways_and_each_gateways_cycles_count_once(start_gateway, tmp_path: Path) -> None:
+    """Two gateways and two Locust processes (master + worker): only the master reports cycles."""
     gateways = [start_gateway("--cleanup-interval", "1", worker_id=w) for w in ("a", "b")]
     before = [get_json(f"{g.url}/admin/cycles?limit=0")["cycles_total"] for g in gateways]
     urls = ",".join(g.url for g in gateways)
-    proc, rows = run_locust(tmp_path, gateways[0].url, 8, "--gateway-urls", urls)
+    proc, rows = run_locust(tmp_path, gateways[0].url, 8, "--gateway-urls", urls, "--processes", "2")
     after = [get_json(f"{g.url}/admin/cycles?limit=0") for g in gateways]
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     ran = sum(a["cycles_total"] - b for a, b in zip(after, before, strict=True))
     counted = next(int(r["Request Count"]) for r in rows if r["Type"] == "CLEANUP" and r["Name"] == "cycle")
-    # Cycles that ran during start-up and shutdown fall outside the test; none is counted twice.
-    assert ran * 0.6 <= counted <= ran
+    # Cycles that ran during start-up and shutdown fall outside the test; none is counted twice
+    # (a worker polling too would double the count).
+    assert ran * 0.4 <= counted <= ran
     created = [a["sessions"]["created"] for a in after]
     assert min(created) >= 0.3 * max(created) > 0
 

@@ -287,6 +287,8 @@ def _apply_settings(environment: Environment) -> None:
 @events.init_command_line_parser.add_listener
 def _on_parser(parser: Any, **_kw: Any) -> None:
     add_arguments(parser)
+    # The web UI can start load against any host: serve it on loopback unless --web-host says otherwise.
+    parser.set_defaults(web_host="127.0.0.1")
 
 
 @events.init.add_listener

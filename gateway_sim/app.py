@@ -47,15 +47,18 @@ def json_error(status: int, message: str, code: int | None = None, request_id: A
 
 
 class BadHttpLogFilter(logging.Filter):
-    """aiohttp logs a malformed request (bad framing, header or chunk) as an error with a traceback.
+    """aiohttp logs a malformed request (bad framing, header, chunk or content encoding) as an error
+    with a traceback.
 
     The fault is the client's: this turns such a record into one warning line without the traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, web.RequestPayloadError):  # a body aiohttp could not decode
+            exc = exc.__cause__
         if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
-            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "a client"
             record.msg = "bad HTTP request from %s: %s"
             record.args = (remote, " ".join(str(exc.message).split()))
             record.levelno, record.levelname = logging.WARNING, "WARNING"
@@ -66,6 +69,18 @@ class BadHttpLogFilter(logging.Filter):
 _BAD_HTTP_LOG_FILTER = BadHttpLogFilter()
 
 
+async def close_after_unread_encoded_body(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Answer ``Connection: close`` when a content-encoded body is left unread (or failed to decode).
+
+    aiohttp drains an unread body after the answer; an undecodable one ends the connection there, so
+    the client must not reuse it.
+    """
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity") and not request.content.is_eof():
+        response.force_close()
+        response.headers["Connection"] = "close"  # the hook runs after aiohttp has set the headers
+
+
 # --- middlewares -------------------------------------------------------------------------------------
 @web.middleware
 async def error_middleware(
@@ -74,6 +89,10 @@ async def error_middleware(
     """Turn aiohttp's HTTP errors into JSON bodies; an unexpected error is a logged 500, never a leak."""
     try:
         return await handler(request)
+    except web.RequestPayloadError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc
+        message = " ".join(str(getattr(cause, "message", cause)).split())
+        return json_error(400, f"request body could not be read: {message}")
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
@@ -537,6 +556,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     logging.getLogger("aiohttp.server").addFilter(_BAD_HTTP_LOG_FILTER)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_on_shutdown)
+    app.on_response_prepare.append(close_after_unread_encoded_body)
     app.router.add_get("/sse", sse_handler)
     app.router.add_post("/message", message_handler)
     app.router.add_post("/mcp", mcp_post_handler)

@@ -13,9 +13,11 @@ the gateway's log holds no traceback, and the gateway still answers ``/healthz``
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -143,18 +145,21 @@ class FuzzClient:
             skip_auto_headers=("Content-Type",),
         ) as response:
             reply = Reply(method, response.status, dict(response.headers), await response.read())
-        self.record(reply)
+        # aiohttp's HTTP parser refuses an unknown method, or a body that does not decode as its
+        # Content-Encoding says, before the application sees the request: a plain-text 400
+        encoding = (headers or {}).get("Content-Encoding", "identity")
+        self.record(reply, parser_may_refuse=method not in STANDARD_METHODS or encoding != "identity")
         return reply
 
     def request(self, method: str, path: str, **kw: Any) -> Reply:
         return self.run(self.arequest(method, path, **kw))
 
-    def record(self, reply: Reply) -> None:
+    def record(self, reply: Reply, parser_may_refuse: bool = False) -> None:
         """Count the answer; a 5xx fails the test, a 4xx must carry a JSON-RPC error with a message."""
         self.statuses[reply.status] += 1
         assert reply.status < 500, (reply.status, reply.body[:300])
-        if reply.method not in STANDARD_METHODS and reply.status == 400:
-            return  # refused by aiohttp's HTTP parser before the application: a plain-text 400
+        if parser_may_refuse and reply.status == 400 and reply.headers.get("Content-Type", "").startswith("text/"):
+            return
         if reply.status >= 400 and reply.method != "HEAD":
             error_message(reply)
 
@@ -269,7 +274,9 @@ NASTY_BODIES = (
 @st.composite
 def bodies(draw: st.DrawFn) -> bytes:
     """A request body: JSON-RPC of every shape, broken JSON, deep nesting, huge numbers, bad UTF-8."""
-    kind = draw(st.sampled_from(["message", "message", "message", "value", "truncated", "bytes", "nasty"]))
+    kind = draw(
+        st.sampled_from(["message", "message", "message", "value", "truncated", "bytes", "compressed", "nasty"])
+    )
     if kind == "message":
         return json.dumps(draw(MESSAGES)).encode()
     if kind == "value":
@@ -279,12 +286,26 @@ def bodies(draw: st.DrawFn) -> bytes:
         return text[: draw(st.integers(0, max(0, len(text) - 1)))]
     if kind == "bytes":
         return draw(st.binary(max_size=200))
+    if kind == "compressed":  # to go with (or against) a Content-Encoding header
+        return draw(st.sampled_from([gzip.compress, zlib.compress]))(json.dumps(draw(MESSAGES)).encode())
     return draw(st.sampled_from(NASTY_BODIES))
 
 
 CONTENT_TYPES = st.sampled_from(
-    [None, "application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "text/plain", ""]
+    ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "text/plain", ""]
 ) | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30)
+DECODERS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.decompress, "deflate": zlib.decompress}
+BODY_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "Content-Type": CONTENT_TYPES,
+        "Content-Encoding": st.sampled_from([*DECODERS, "identity", "x-unknown"]),
+    },
+)
+JSON_HEADERS_CORPUS = (
+    {"Content-Type": "application/json"},
+    {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+)
 HEADER_SESSION_IDS = st.sampled_from([LIVE, LIVE, UNKNOWN, None, LIVE.upper(), LIVE + "0", "0" * 31, "g" * 32]) | (
     HEADER_TEXT
 )
@@ -292,24 +313,23 @@ QUERY_SESSION_IDS = HEADER_SESSION_IDS | st.sampled_from([LIVE + "\n", " " + LIV
 QUERIES = st.dictionaries(st.sampled_from(["session_id", "since", "limit", "x"]) | TEXT, TEXT, max_size=3)
 
 
-def with_content_type(content_type: str | None, headers: dict[str, str] | None = None) -> dict[str, str]:
-    merged = dict(headers or {})
-    if content_type is not None:
-        merged["Content-Type"] = content_type
-    return merged
-
-
 def resolve(session_id: str | None, live: str) -> str | None:
     """Put the live session id where the strategy asked for it."""
     return None if session_id is None else session_id.replace(LIVE, live).replace(LIVE.upper(), live.upper())
 
 
-def expects_answer(body: bytes) -> bool:
-    """Whether an accepted ``body`` is a request (has an id) rather than a notification."""
+def sent_message(body: bytes, headers: dict[str, str]) -> Any:
+    """What the server decodes from ``body`` sent with ``headers`` (None if it cannot)."""
     try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
+        decode = DECODERS.get(headers.get("Content-Encoding", ""), lambda raw: raw)
+        return json.loads(decode(body))
+    except (ValueError, RecursionError, OSError, zlib.error):
+        return None
+
+
+def expects_answer(body: bytes, headers: dict[str, str]) -> bool:
+    """Whether an accepted ``body`` is a request (has an id) rather than a notification."""
+    message = sent_message(body, headers)
     return isinstance(message, dict) and "id" in message
 
 
@@ -357,7 +377,7 @@ def test_fuzz_post_message(client: FuzzClient, examples: int) -> None:
 
     def check(case: tuple[str | None, dict[str, str], str | None, bytes, bool]) -> None:
         nonlocal expected_answers
-        session_id, query, content_type, body, chunked = case
+        session_id, query, headers, body, chunked = case
         params = dict(query)
         params.pop("session_id", None)
         sid = resolve(session_id, drain.session_id)
@@ -367,21 +387,21 @@ def test_fuzz_post_message(client: FuzzClient, examples: int) -> None:
             "POST",
             "/message",
             params=params,
-            headers=with_content_type(content_type),
+            headers=headers,
             body=body,
             chunked=chunked,
         )
         assert reply.status in (202, 400, 404, 413, 415), reply
         if reply.status == 202:
             assert reply.json() == {"status": "accepted"}
-            expected_answers += expects_answer(body)
+            expected_answers += expects_answer(body, headers)
         elif reply.status == 404:
             assert "unknown session" in error_message(reply)
         elif reply.status == 413:
             assert "too large" in error_message(reply)
 
-    corpus = [(LIVE, {}, "application/json", body, False) for body in NASTY_BODIES]
-    fuzz(examples, st.tuples(QUERY_SESSION_IDS, QUERIES, CONTENT_TYPES, bodies(), st.booleans()), check, corpus)
+    corpus = [(LIVE, {}, headers, body, False) for body in NASTY_BODIES for headers in JSON_HEADERS_CORPUS]
+    fuzz(examples, st.tuples(QUERY_SESSION_IDS, QUERIES, BODY_HEADERS, bodies(), st.booleans()), check, corpus)
     # every accepted request got its answer on the stream, and the stream still works
     client.run(drain.wait_for(expected_answers))
     client.run(drain.close())
@@ -445,22 +465,24 @@ def test_fuzz_post_mcp(client: FuzzClient, examples: int) -> None:
     live = client.run(client.live_mcp_session())
 
     def check(case: tuple[str | None, dict[str, str], str | None, bytes, bool]) -> None:
-        session_id, query, content_type, body, chunked = case
+        session_id, query, body_headers, body, chunked = case
         sid = resolve(session_id, live)
-        headers = with_content_type(content_type, {"Mcp-Session-Id": sid} if sid is not None else None)
+        headers = {**body_headers, **({"Mcp-Session-Id": sid} if sid is not None else {})}
         reply = client.request("POST", "/mcp", params=query, headers=headers, body=body, chunked=chunked)
         assert reply.status in (200, 202, 400, 404, 413, 415), reply
         if reply.status == 200:
             answer = reply.json()
-            assert answer["jsonrpc"] == "2.0" and answer["id"] == json.loads(body).get("id")
+            assert answer["jsonrpc"] == "2.0" and answer["id"] == sent_message(body, headers).get("id")
             assert ("result" in answer) != ("error" in answer)
             if sid is None:  # only initialize may come without a session; success opens one
                 assert ("Mcp-Session-Id" in reply.headers) == ("result" in answer)
         elif reply.status == 404:
             assert "session" in error_message(reply)
 
-    corpus = [(sid, {}, "application/json", body, False) for body in NASTY_BODIES for sid in (LIVE, None)]
-    fuzz(examples, st.tuples(HEADER_SESSION_IDS, QUERIES, CONTENT_TYPES, bodies(), st.booleans()), check, corpus)
+    corpus = [
+        (sid, {}, hdrs, body, False) for body in NASTY_BODIES for sid in (LIVE, None) for hdrs in JSON_HEADERS_CORPUS
+    ]
+    fuzz(examples, st.tuples(HEADER_SESSION_IDS, QUERIES, BODY_HEADERS, bodies(), st.booleans()), check, corpus)
     after = client.request("POST", "/mcp", body=json.dumps(rpc("ping", 5)).encode(), headers={"Mcp-Session-Id": live})
     assert after.status == 200 and after.json()["result"] == {}
     client.assert_sound(examples)
@@ -662,6 +684,9 @@ HEADER_LINES = st.lists(
             b"Content-Length: 99999999999999999999",
             b"Transfer-Encoding: chunked",
             b"Transfer-Encoding: gzip, chunked",
+            b"Content-Encoding: gzip",
+            b"Content-Encoding: br",
+            b"Content-Encoding: zstd",
             b"Mcp-Session-Id: " + UNKNOWN.encode(),
             b"Mcp-Session-Id: \xff\xfe",
             b"Authorization: Bearer \xff",

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import websocket
 
@@ -229,17 +230,19 @@ def gateway_up(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def locust_ui(gateway_up: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Locust's web UI on a free port of 127.0.0.1; yields (web UI URL, gateway URL)."""
+    """Locust's web UI on a free port (on 127.0.0.1 by the locustfile's default); yields (web UI URL, gateway URL)."""
     port = free_port()
     log = (tmp_path / "locust.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", gateway_up,
-         "--web-host", "127.0.0.1", "--web-port", str(port)],
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", gateway_up, "--web-port", str(port)],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: urllib.request.urlopen(url, timeout=2).status == 200, 30, "Locust's web UI")
+        listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}, f"the web UI should listen on loopback only, not {listening}"
         yield url, gateway_up
     finally:
         stop_group(proc, signal.SIGINT, 20)

@@ -86,8 +86,11 @@ def _cpu(procs: dict[int, psutil.Process], root: psutil.Process) -> float:
         members = []
     for member in members:
         if member.pid not in procs:
+            try:
+                member.cpu_percent(None)  # the first call only starts the measurement
+            except psutil.Error:
+                continue
             procs[member.pid] = member
-            member.cpu_percent(None)  # the first call only starts the measurement
     total = 0.0
     for pid, proc in list(procs.items()):
         try:

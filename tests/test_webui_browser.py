@@ -39,7 +39,6 @@ LIFETIME = "1-1.5"
 DEFAULT_LIFETIME_MIN = 5.0  # the locustfile's default --session-lifetime is 5-30
 SWARM_SECONDS = 12.0
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
 
 def chromium_binary() -> str | None:
@@ -49,6 +48,14 @@ def chromium_binary() -> str | None:
         if path:
             return path
     return None
+
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(chromium_binary() is None,
+                       reason="no Chromium binary on PATH (Debian: apt-get install -y chromium)"),
+]
 
 
 def free_port() -> int:
@@ -253,8 +260,7 @@ def locust_ui(gateway_up: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
 def browser(tmp_path: Path) -> Iterator[DevTools]:
     """Headless Chromium with a fresh profile; yields a DevTools client on its page."""
     binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no Chromium binary on PATH (Debian: apt-get install -y chromium)")
+    assert binary is not None  # the module is skipped otherwise
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
     log = (tmp_path / "chromium.log").open("w")

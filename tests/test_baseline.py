@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from gate_samples import SUMMARY, summary, write_results
 
 from harness.cli import main
+from tests.gate_samples import SUMMARY, summary, write_results
 
 Capture = pytest.CaptureFixture[str]
 HOST_A = {"hostname": "ci-a", "processor": "x86_64", "cpu_count": 2, "memory_bytes": 8 << 30}

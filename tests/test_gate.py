@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from gate_samples import BENCH, SUMMARY, summary, write_results
 
 from harness.cli import main
 from harness.gate import run_gate
+from tests.gate_samples import BENCH, SUMMARY, summary, write_results
 
 Capture = pytest.CaptureFixture[str]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import operator
 
 import pytest
-from gate_samples import BENCH, SUMMARY
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from harness.thresholds import (
     parse_threshold,
     resolve,
 )
+from tests.gate_samples import BENCH, SUMMARY
 
 
 def _value(expression_key: str, document: dict = SUMMARY) -> float | None:

@@ -142,6 +142,22 @@ async def auth_middleware(
     return await handler(request)
 
 
+#: Request bodies come plain or gzip-compressed. aiohttp waits forever on a truncated deflate stream
+#: sent in chunks, so that (and anything else) is refused before the body is read.
+ACCEPTED_CONTENT_ENCODINGS = ("", "identity", "gzip")
+
+
+@web.middleware
+async def content_encoding_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse a request body whose Content-Encoding is not identity or gzip (415)."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if request.body_exists and encoding not in ACCEPTED_CONTENT_ENCODINGS:
+        return json_error(415, f"Content-Encoding {encoding!r} is not supported; send identity or gzip")
+    return await handler(request)
+
+
 def _is_loopback(request: web.Request) -> bool:
     try:
         address = ipaddress.ip_address((request.remote or "").split("%")[0])
@@ -549,7 +565,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     """Build the gateway application; resources start and stop with the app."""
     app = web.Application(
         client_max_size=config.max_body_bytes,
-        middlewares=[error_middleware, admin_middleware, auth_middleware],
+        middlewares=[error_middleware, admin_middleware, auth_middleware, content_encoding_middleware],
     )
     app[CONFIG] = config
     app[TASKS] = set()

@@ -93,9 +93,7 @@ async def open_sse(
         yield SSESession(stream, session_id, f"{base_url}{data}")
 
 
-async def sse_call(
-    http: aiohttp.ClientSession, session: SSESession, message: dict[str, Any]
-) -> dict[str, Any]:
+async def sse_call(http: aiohttp.ClientSession, session: SSESession, message: dict[str, Any]) -> dict[str, Any]:
     """POST a request to the session's message URL (202) and read its answer from the stream."""
     async with http.post(session.message_url, json=message) as response:
         assert response.status == 202, await response.text()
@@ -227,9 +225,7 @@ async def test_streamable_http_flow_from_initialize_to_delete(start_gateway, htt
     echo = rpc("tools/call", 4, name="echo", arguments={"text": "x"})
     _, _, body = await mcp_post(http, gw.url, echo, session_id)
     assert body["result"]["content"][0]["text"] == "x"
-    _, _, body = await mcp_post(
-        http, gw.url, rpc("tools/call", 5, name="sleep", arguments={"seconds": -1}), session_id
-    )
+    _, _, body = await mcp_post(http, gw.url, rpc("tools/call", 5, name="sleep", arguments={"seconds": -1}), session_id)
     assert_error(body, mcp.INVALID_PARAMS, 5)
 
     async with http.delete(f"{gw.url}/mcp", headers={"Mcp-Session-Id": session_id}) as resp:
@@ -283,6 +279,9 @@ async def test_streamable_http_error_codes(start_gateway, http):
     status, _, body = await mcp_post(http, gw.url, rpc("ping"), sid, headers={"Content-Type": "text/plain"})
     assert status == 415
     assert "Content-Type" in assert_error(body, mcp.INVALID_REQUEST)
+    status, _, body = await mcp_post(http, gw.url, rpc("ping"), sid, headers={"Content-Encoding": "br"})
+    assert status == 415
+    assert "Content-Encoding" in assert_error(body, -32000)
 
     async with http.get(f"{gw.url}/mcp") as resp:
         assert resp.status == 405

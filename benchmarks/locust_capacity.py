@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -263,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"locust_capacity: {exc}", file=sys.stderr)
         return 1
     print(render(rows, args.processes))
+    # Other work on the machine takes CPU from all three processes: say how busy it was.
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"Locust CSV and logs: {out_dir}")
     return 0
 

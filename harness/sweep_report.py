@@ -144,14 +144,16 @@ def _barh(ax: Any, labels: list[str], values: list[float], colors: list[str]) ->
 def plot_model_ratio(rows: Sequence[Row], path: Path) -> None:
     plt = _pyplot()
     done = [r for r in measured(rows) if r.get("model_ratio") is not None]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.24 * max(1, len(done))))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.24 * max(1, len(done))))
     _barh(ax, [label(r) for r in done], [float(r["model_ratio"]) for r in done],
           [BINDING_COLORS.get(str(r["binding"]), "#333333") for r in done])
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel("measured p50 / model")
-    for name, color in BINDING_COLORS.items():
-        ax.bar(0, 0, color=color, label=name)
-    ax.legend(fontsize=7, title="binding", title_fontsize=7, loc="lower right")
+    from matplotlib.patches import Patch
+
+    ax.set_xlim(left=0)
+    ax.legend(handles=[Patch(color=color, label=name) for name, color in BINDING_COLORS.items()], fontsize=7,
+              title="binding", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -97,7 +97,7 @@ class ProcessSampler:
 
     def results(self, summary: dict[str, Any], data: Any) -> list[str]:
         self.summary = soak_summary(self.samples, data.pool_samples, data.events, summary["sessions"].get("leaked"))
-        summary["soak"] = self.summary
+        summary["soak"] = {**self.summary, "process_samples": self.samples}
         return [soak_section(self.summary, self.samples, data.events)]
 
 

@@ -3,10 +3,12 @@
 Starts an embedded Postgres, then for each process count a fresh gateway with the same settings and the
 same Locust load (``locustfiles/mcp_sessions.py``, SSE by default; 2 processes = Locust's ``--processes 2``,
 a master and two workers). Each run is measured like ``benchmarks/locust_capacity.py`` (whose ``run_one``
-does the work): over a hold window after the ramp and the first session turnover::
+does the work): over a hold window after the ramp and the first session turnover. With ``--rounds N`` the
+pair runs N times in alternating order (1-2, 2-1, …), so drift in what else the machine does weighs on
+both sides alike; the table shows the mean per process count::
 
-    python benchmarks/locust_workers.py [--users 4000] [--spawn-rate 500] [--hold 30]
-        [--session-lifetime 10-30] [--transport-mix 1] [--cleanup-interval 5] [--gateway-args "..."]
+    python benchmarks/locust_workers.py [--users 3000] [--spawn-rate 100] [--hold 30] [--rounds 2]
+        [--session-lifetime 20-40] [--transport-mix 1] [--cleanup-interval 5] [--gateway-args "..."]
 
 Prints per process count the open sessions (mean over the hold, peak), churn (sessions opened and closed
 per second), MCP requests per second and failure ratio, and the CPU of Locust, the gateway and Postgres
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -72,31 +75,40 @@ def run_seconds(args: argparse.Namespace) -> float:
     return args.users / args.spawn_rate + parse_lifetime(args.session_lifetime)[1] + args.hold
 
 
-def render(rows: dict[int, Row], args: argparse.Namespace) -> str:
-    """The metrics as rows, one column per process count, and the ratio of the last to the first."""
+def order(round_index: int) -> tuple[int, ...]:
+    """Process counts in the order of one round: reversed every other round."""
+    return PROCESS_COUNTS if round_index % 2 == 0 else PROCESS_COUNTS[::-1]
+
+
+def render(rows: dict[int, list[Row]], args: argparse.Namespace) -> str:
+    """The metrics (mean over rounds) as rows, one column per process count, and the ratio last / first."""
     counts = sorted(rows)
     run_s = run_seconds(args)
+    rounds = min(len(rows[n]) for n in counts)
     lines = [
         f"Locust worker processes on {os.cpu_count()} CPUs: {args.users} users, spawn rate {args.spawn_rate:g}/s, "
-        f"session lifetime {args.session_lifetime} s, SSE share {args.transport_mix:g}, hold {args.hold:g} s",
+        f"session lifetime {args.session_lifetime} s, SSE share {args.transport_mix:g}, hold {args.hold:g} s, "
+        f"mean of {rounds} round(s)",
         f"{'':<32}" + "".join(f"{f'{n} process' + ('es' if n > 1 else ''):>14}" for n in counts)
         + f"{f'ratio {counts[-1]}/{counts[0]}':>12}",
     ]
     for label, value, fmt in METRICS:
-        values = [value(rows[n], run_s) for n in counts]
+        values = [statistics.mean(value(row, run_s) for row in rows[n]) for n in counts]
         ratio = f"{values[-1] / values[0]:.2f}" if values[0] else "–"
         lines.append(f"{label:<32}" + "".join(f"{fmt.format(v):>14}" for v in values) + f"{ratio:>12}")
-    exits = ", ".join(f"{n}: {rows[n].exit_code}" for n in counts)
+    exits = ", ".join(f"{n}: {[row.exit_code for row in rows[n]]}" for n in counts)
     lines.append(f"Locust exit codes ({exits}); CPU: 100 % = one core")
     return "\n".join(lines)
 
 
 def build_parser() -> _Parser:
     parser = _Parser(prog="python benchmarks/locust_workers.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=4000, help="Locust users in both runs (default 4000)")
-    parser.add_argument("--spawn-rate", type=float, default=500.0, help="users started per second (default 500)")
+    parser.add_argument("--users", type=int, default=3000, help="Locust users in both runs (default 3000)")
+    parser.add_argument("--spawn-rate", type=float, default=100.0,
+                        help="users started per second (default 100; a faster ramp times out the gateway's pool)")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds measured after the ramp (default 30)")
-    parser.add_argument("--session-lifetime", default="10-30", help="seconds a session is held, MIN-MAX")
+    parser.add_argument("--session-lifetime", default="20-40", help="seconds a session is held (default 20-40)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the pair in alternating order (default 1)")
     parser.add_argument("--transport-mix", default="1", help="share of SSE users (default 1)")
     parser.add_argument("--cleanup-interval", type=float, default=5.0, help="gateway cleanup interval, s")
     parser.add_argument("--gateway-args", default="",
@@ -109,8 +121,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse and validate; bad input exits 2 with one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.users < 1 or args.spawn_rate <= 0 or args.hold <= 0 or args.cleanup_interval <= 0:
-        parser.error("--users must be >= 1; --spawn-rate, --hold and --cleanup-interval must be > 0")
+    if args.users < 1 or args.rounds < 1 or args.spawn_rate <= 0 or args.hold <= 0 or args.cleanup_interval <= 0:
+        parser.error("--users and --rounds must be >= 1; --spawn-rate, --hold and --cleanup-interval must be > 0")
     try:
         parse_lifetime(args.session_lifetime)
         args.transport_mix = parse_ratio("transport-mix", args.transport_mix)
@@ -123,21 +135,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="locust-workers-"))
-    rows: dict[int, Row] = {}
+    rows: dict[int, list[Row]] = {n: [] for n in PROCESS_COUNTS}
     try:
         server = EmbeddedPostgres(max_connections=200)
         with server as db_url:
             postgres = postgres_root(server.data_dir)
-            for processes in PROCESS_COUNTS:
-                run_dir = out_dir / f"processes-{processes}"
-                run_dir.mkdir(parents=True, exist_ok=True)
-                gateway_args = ["--cleanup-interval", f"{args.cleanup_interval:g}", *args.gateway_args]
-                gateway = GatewayProcess(db_url, gateway_args, log_path=run_dir / "gateway.log")
-                with gateway:
-                    run_args = argparse.Namespace(**vars(args), processes=processes)
-                    rows[processes] = run_one(gateway, args.users, run_args, run_dir, postgres)
-                print(f"{processes} process(es): open mean {rows[processes].open_mean:.0f}, "
-                      f"churn {rows[processes].opened_per_s + rows[processes].closed_per_s:.1f}/s", flush=True)
+            gateway_args = ["--cleanup-interval", f"{args.cleanup_interval:g}", *args.gateway_args]
+            for round_index in range(args.rounds):
+                for processes in order(round_index):
+                    run_dir = out_dir / f"round-{round_index + 1}-processes-{processes}"
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    gateway = GatewayProcess(db_url, gateway_args, log_path=run_dir / "gateway.log")
+                    with gateway:
+                        run_args = argparse.Namespace(**vars(args), processes=processes)
+                        row = run_one(gateway, args.users, run_args, run_dir, postgres)
+                    rows[processes].append(row)
+                    print(f"round {round_index + 1}, {processes} process(es): open mean {row.open_mean:.0f}, "
+                          f"churn {row.opened_per_s + row.closed_per_s:.1f}/s, "
+                          f"failures {100 * row.failure_ratio:.2f} %", flush=True)
     except (ProviderError, GatewayError) as exc:
         print(f"locust_workers: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.postgres import free_port
+
 # locustfiles/ is installed beside harness/ (site-packages or the source tree).
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "mcp_sessions.py"
 CLEANUP_TYPE = "CLEANUP"
@@ -68,8 +70,8 @@ class LocustProcess:
         ]
         if o.auth_token:
             self.command += ["--auth-token", o.auth_token]
-        if o.processes:
-            self.command += ["--processes", str(o.processes)]
+        if o.processes:  # a master and N workers
+            self.command += ["--processes", str(o.processes), *master_port_args()]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -108,6 +110,12 @@ class LocustProcess:
     def current_users(self) -> int | None:
         """The user count in the latest stats-history line (None before the first)."""
         return latest_user_count(Path(f"{self.csv_prefix}_stats_history.csv"))
+
+
+def master_port_args() -> list[str]:
+    """A free port for a Locust master and its forked workers, so parallel runs never collide."""
+    port = str(free_port())
+    return ["--master-bind-port", port, "--master-port", port]
 
 
 def latest_user_count(path: Path) -> int | None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from harness.locust_proc import master_port_args
+
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "mcp_sessions.py"
 MCP_TYPES = {"GET", "POST", "DELETE", "SSE"}
 
@@ -82,7 +84,8 @@ def test_sessions_spread_over_gateways_and_each_gateways_cycles_count_once(start
     gateways = [start_gateway("--cleanup-interval", "1", worker_id=w) for w in ("a", "b")]
     before = [get_json(f"{g.url}/admin/cycles?limit=0")["cycles_total"] for g in gateways]
     urls = ",".join(g.url for g in gateways)
-    proc, rows = run_locust(tmp_path, gateways[0].url, 8, "--gateway-urls", urls, "--processes", "2")
+    proc, rows = run_locust(tmp_path, gateways[0].url, 8, "--gateway-urls", urls, "--processes", "2",
+                             *master_port_args())
     after = [get_json(f"{g.url}/admin/cycles?limit=0") for g in gateways]
     assert proc.returncode == 0, proc.stderr[-2000:]
 

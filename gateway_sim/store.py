@@ -1,9 +1,10 @@
 """Tables and statements for the session store, and the two drivers that run them.
 
-Each statement is written once, as a function of a synchronous ORM ``Session``. The ``thread``
-driver runs it on a synchronous engine (psycopg) in a thread pool, as the real gateway does with
-``asyncio.to_thread``; the ``async`` driver runs the very same function on SQLAlchemy's asyncio
-engine (asyncpg) through ``AsyncSession.run_sync``.
+Each statement is written once, as a function of an :data:`Executor` (a synchronous ORM ``Session``
+or ``Connection``). The ``thread`` driver runs it in an ORM Session on a synchronous engine (psycopg) in
+a thread pool, as the real gateway does with ``asyncio.to_thread``; the ``async`` driver runs the very
+same function on SQLAlchemy's asyncio engine (asyncpg) through ``AsyncConnection.run_sync``. The one
+ORM-only statement is the thread driver's refresh (load the row, set ``last_accessed``, commit).
 """
 
 from __future__ import annotations
@@ -35,14 +36,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from gateway_sim.config import StoreConfig
 from gateway_sim.pool_monitor import PoolMonitor
 
 T = TypeVar("T")
+
+Executor = Session | Connection
+"""What the statements run on: an ORM ``Session`` (thread driver) or a ``Connection`` (async driver)."""
 
 
 class Base(DeclarativeBase):
@@ -118,17 +122,17 @@ FAULT_HOOK_DDL: tuple[str, ...] = (
 _SCHEMA_LOCK_KEY = 727_001  # advisory lock: several gateway workers may create the schema at once
 
 
-def create_schema(session: Session) -> None:
+def create_schema(session: Executor) -> None:
     """Create the tables and fault hooks if they are missing (safe for concurrent workers)."""
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-    Base.metadata.create_all(session.connection())
+    Base.metadata.create_all(session.connection() if isinstance(session, Session) else session)
     for statement in FAULT_HOOK_DDL:
         session.execute(text(statement))
     session.commit()
 
 
 def set_fault_knobs(
-    session: Session,
+    session: Executor,
     latency_ms: float | None = None,
     jitter_ms: float | None = None,
     error_rate: float | None = None,
@@ -160,7 +164,7 @@ def set_fault_knobs(
     return get_fault_knobs(session)
 
 
-def get_fault_knobs(session: Session) -> dict[str, float]:
+def get_fault_knobs(session: Executor) -> dict[str, float]:
     """The injected latency/jitter/error rate/statement timeout in force."""
     row = session.execute(
         text("SELECT latency_ms, jitter_ms, error_rate, statement_timeout_ms FROM mcp_loadtest_knobs WHERE id = 1")
@@ -170,19 +174,19 @@ def get_fault_knobs(session: Session) -> dict[str, float]:
 
 
 # --- the statements --------------------------------------------------------------------------------
-def insert_session(session: Session, session_id: str, data: str | None = None) -> None:
+def insert_session(session: Executor, session_id: str, data: str | None = None) -> None:
     """Insert a session row."""
     session.execute(insert(SessionRow).values(session_id=session_id, data=data))
     session.commit()
 
 
-def insert_sessions(session: Session, session_ids: Sequence[str]) -> None:
+def insert_sessions(session: Executor, session_ids: Sequence[str]) -> None:
     """Insert many session rows in one round trip."""
     session.execute(insert(SessionRow), [{"session_id": sid} for sid in session_ids])
     session.commit()
 
 
-def delete_session(session: Session, session_id: str) -> bool:
+def delete_session(session: Executor, session_id: str) -> bool:
     """Delete a session row and (by cascade) its messages; True if a row was deleted."""
     deleted = session.execute(
         delete(SessionRow).where(SessionRow.session_id == session_id).returning(SessionRow.session_id)
@@ -191,7 +195,7 @@ def delete_session(session: Session, session_id: str) -> bool:
     return deleted is not None
 
 
-def delete_sessions(session: Session, session_ids: Sequence[str]) -> int:
+def delete_sessions(session: Executor, session_ids: Sequence[str]) -> int:
     """Delete many session rows in one statement; how many were deleted."""
     result = session.execute(
         delete(SessionRow).where(SessionRow.session_id == func.any(bindparam("ids", type_=ARRAY(String)))),
@@ -224,14 +228,14 @@ _REFRESH_MANY = (
 )
 
 
-def refresh_sessions(session: Session, session_ids: Sequence[str]) -> set[str]:
+def refresh_sessions(session: Executor, session_ids: Sequence[str]) -> set[str]:
     """One ``UPDATE … WHERE session_id = ANY(:ids) RETURNING session_id``; the ids that exist."""
     found = {row[0] for row in session.execute(_REFRESH_MANY, {"ids": list(session_ids)})}
     session.commit()
     return found
 
 
-def expire_sessions(session: Session, ttl_seconds: float) -> list[str]:
+def expire_sessions(session: Executor, ttl_seconds: float) -> list[str]:
     """Delete rows idle longer than ``ttl_seconds`` by the database clock; the deleted ids."""
     cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, bindparam("ttl", ttl_seconds, type_=Float))
     rows = session.execute(
@@ -241,22 +245,24 @@ def expire_sessions(session: Session, ttl_seconds: float) -> list[str]:
     return [row[0] for row in rows]
 
 
-def session_exists(session: Session, session_id: str) -> bool:
+def session_exists(session: Executor, session_id: str) -> bool:
     """True if a row for ``session_id`` exists."""
-    return session.get(SessionRow, session_id) is not None
+    return session.execute(_SELECT_ONE, {"sid": session_id}).first() is not None
 
 
-def touch_session(session: Session, session_id: str) -> bool:
-    """Mark activity on a session (a request arrived): sets ``last_accessed``; False if no row."""
-    return refresh_session(session, session_id)
+def touch_session(session: Executor, session_id: str) -> bool:
+    """Mark activity on a session (a request arrived): one UPDATE of ``last_accessed``; False if no row."""
+    found = session.execute(_TOUCH_ONE.returning(SessionRow.session_id), {"sid": session_id}).first()
+    session.commit()
+    return found is not None
 
 
-def all_session_ids(session: Session) -> set[str]:
+def all_session_ids(session: Executor) -> set[str]:
     """Every session id in the table."""
     return set(session.scalars(select(SessionRow.session_id)))
 
 
-def db_activity(session: Session, application_prefix: str = "mcp-gateway-sim") -> dict[str, object]:
+def db_activity(session: Executor, application_prefix: str = "mcp-gateway-sim") -> dict[str, object]:
     """Connections in ``pg_stat_activity`` by state for our application_name, and ``max_connections``."""
     rows = session.execute(
         text(
@@ -282,7 +288,7 @@ def db_activity(session: Session, application_prefix: str = "mcp-gateway-sim") -
     }
 
 
-def add_message(session: Session, session_id: str, message: str) -> None:
+def add_message(session: Executor, session_id: str, message: str) -> None:
     """Queue a message for a session."""
     session.execute(insert(MessageRow).values(session_id=session_id, message=message))
     session.commit()
@@ -415,7 +421,11 @@ class ThreadStore(SessionStore):
 
 
 class AsyncStore(SessionStore):
-    """SQLAlchemy's asyncio engine on asyncpg, running the same statements via ``run_sync``."""
+    """SQLAlchemy's asyncio engine on asyncpg: the same statements, run on an ``AsyncConnection``.
+
+    Statements run through ``AsyncConnection.run_sync`` on a plain Connection (no ORM unit of work on the
+    event loop); the refresh hot path is awaited statement by statement.
+    """
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
@@ -424,7 +434,6 @@ class AsyncStore(SessionStore):
             connect_args={"server_settings": {"application_name": config.application_name}},
             **_engine_kwargs(config),
         )
-        self._sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
         self.monitor = PoolMonitor(self._async_engine.sync_engine.pool, config.pool_size, config.max_overflow)
 
     @property
@@ -432,9 +441,11 @@ class AsyncStore(SessionStore):
         return self._async_engine.sync_engine
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        session: AsyncSession
-        async with self._sessions() as session:
-            return await session.run_sync(self._call, fn, args)
+        conn = await self.monitor.acquire_async(self._async_engine)
+        try:
+            return await conn.run_sync(fn, *args)
+        finally:
+            await conn.close()
 
     async def refresh(self, session_id: str) -> bool:
         # The hot path: the same SELECT, UPDATE, COMMIT as the ORM refresh, issued as Core statements

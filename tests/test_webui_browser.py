@@ -78,7 +78,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
             result = check()
             if result:
                 return result
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, LookupError) as exc:
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last error: {last_error})")
@@ -197,6 +197,12 @@ def visible_table(page: DevTools) -> list[dict[str, str]]:
     return [dict(zip(table["header"], row, strict=False)) for row in table["rows"]]
 
 
+def users_in_header(page: DevTools) -> int | None:
+    """The user count in the page's header bar."""
+    found = re.search(r"Users\s+(\d+)", page.evaluate("document.body.innerText"))
+    return int(found.group(1)) if found else None
+
+
 def cleanup_rows(page: DevTools) -> dict[str, dict[str, str]]:
     """The statistics table's CLEANUP rows by name, once every phase has a request count above zero."""
     rows = {r.get("Name", ""): r for r in visible_table(page) if r.get("Type") == "CLEANUP"}
@@ -307,7 +313,8 @@ def test_swarm_from_the_browser_shows_cleanup_rows_and_db_pool(
     started = time.monotonic()
 
     wait_for(lambda: page.evaluate("document.body.innerText.includes('RUNNING')"), 15, "the swarm to start")
-    rows = wait_for(lambda: cleanup_rows(page), 30, "CLEANUP rows with counts in the statistics table")
+    wait_for(lambda: cleanup_rows(page), 30, "CLEANUP rows with counts in the statistics table")
+    wait_for(lambda: users_in_header(page) == USERS, 10, f"the header to show the {USERS} users typed in")
     time.sleep(max(0.0, SWARM_SECONDS - (time.monotonic() - started)))
     page.click("th", "Type")  # sort by type: the CLEANUP rows come first
     wait_for(lambda: visible_table(page)[0].get("Type") == "CLEANUP", 5, "the table sorted by type")

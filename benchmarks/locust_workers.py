@@ -26,8 +26,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import locust_capacity
-import psutil
 from locust_capacity import Row, postgres_root, run_one
 
 from harness.cli import _Parser
@@ -36,24 +34,6 @@ from harness.postgres import EmbeddedPostgres, ProviderError
 from locustfiles.options import parse_lifetime, parse_ratio
 
 PROCESS_COUNTS = (1, 2)
-_capacity_cpu = locust_capacity._cpu
-
-
-def _tolerant_cpu(procs: dict[int, psutil.Process], root: psutil.Process) -> float:
-    """``locust_capacity._cpu`` for a process tree whose members may exit between listing and measuring.
-
-    Locust's ``--processes`` workers come and go at the start and end of a run; one that is gone before its
-    first measurement raises ``NoSuchProcess``, which would end the sampler thread and so the whole sample.
-    """
-    for _ in range(3):
-        try:
-            return float(_capacity_cpu(procs, root))
-        except psutil.NoSuchProcess as exc:
-            procs.pop(exc.pid, None)
-    return 0.0
-
-
-locust_capacity._cpu = _tolerant_cpu
 
 Metric = tuple[str, Callable[[Row, float], float], str]
 METRICS: list[Metric] = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -84,7 +85,7 @@ class _SessionUser(FastHttpUser):
     )
 
     def on_start(self) -> None:
-        self.rng = random.Random()
+        self.rng = random.Random(_user_seed())
 
     def _pause_until(self, deadline: float) -> None:
         delay = deadline - time.monotonic()
@@ -282,6 +283,15 @@ def _apply_settings(environment: Environment) -> None:
         _Load.session_log = SessionLog(settings.session_log) if settings.session_log else None
     SSEUser.weight = settings.transport_mix  # type: ignore[assignment]
     StreamableHTTPUser.weight = 1.0 - settings.transport_mix  # type: ignore[assignment]
+
+
+_SEED = os.environ.get("MCP_LOADTEST_SEED")  # set by `harness run --seed N`
+_user_numbers = itertools.count()
+
+
+def _user_seed() -> str | None:
+    """A distinct, repeatable seed per user when the run has a seed; None (random) otherwise."""
+    return None if _SEED is None else f"{_SEED}:{next(_user_numbers)}"
 
 
 @events.init_command_line_parser.add_listener

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway_sim import store as st
 from gateway_sim.config import RegistryConfig
@@ -28,6 +28,7 @@ from gateway_sim.transports import Transport
 log = logging.getLogger(__name__)
 
 RefreshResult = bool | BaseException
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -197,21 +198,20 @@ class SessionRegistry:
         }
 
     # -- cleanup -------------------------------------------------------------------------------
-    async def _refresh_one(self, session_id: str) -> bool:
+    async def _counted(self, refresh: Awaitable[T]) -> T:
+        """Await one refresh statement, keeping the count (and peak) of those in flight."""
         self._inflight += 1
         self._inflight_peak = max(self._inflight_peak, self._inflight)
         try:
-            return await self.store.refresh(session_id)
+            return await refresh
         finally:
             self._inflight -= 1
 
+    async def _refresh_one(self, session_id: str) -> bool:
+        return await self._counted(self.store.refresh(session_id))
+
     async def _refresh_many(self, session_ids: Sequence[str]) -> set[str]:
-        self._inflight += 1
-        self._inflight_peak = max(self._inflight_peak, self._inflight)
-        try:
-            return await self.store.refresh_many(session_ids)
-        finally:
-            self._inflight -= 1
+        return await self._counted(self.store.refresh_many(session_ids))
 
     async def _retry_deletes(self) -> None:
         if self._pending_deletes:

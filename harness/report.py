@@ -32,56 +32,59 @@ def _mark_events(ax: Any, events: list[dict[str, Any]]) -> None:
                     rotation=90, va="top", ha="right", color="tab:red")
 
 
-def cycle_plot(data: Collected) -> str:
-    """Cycle duration over time per worker, the model's prediction as a dashed line."""
-    fig, ax = plt.subplots(figsize=(9, 3.4))
-    for worker in sorted({c["worker"] for c in data.cycles}):
-        cycles = [c for c in data.cycles if c["worker"] == worker]
-        ax.plot([c["t"] for c in cycles], [c["total_ms"] for c in cycles], "o-", ms=3, label=f"measured (w{worker})")
-        ax.plot([c["t"] for c in cycles], [c.get("model_ms") for c in cycles], "--", label=f"model (w{worker})")
+def _timeline(title: str, ylabel: str, height: float, data: Collected, draw: Any) -> str:
+    """One time-series figure: ``draw(ax)`` plots, then axes, grid, event marks and legend."""
+    fig, ax = plt.subplots(figsize=(9, height))
+    draw(ax)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("cleanup cycle (ms)")
-    ax.set_title("cleanup cycle duration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     _mark_events(ax, data.events)
     ax.legend(fontsize=7)
     return figure_png(fig)
+
+
+def _by_worker(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    return [(w, [r for r in rows if r["worker"] == w]) for w in sorted({r["worker"] for r in rows})]
+
+
+def cycle_plot(data: Collected) -> str:
+    """Cycle duration over time per worker, the model's prediction as a dashed line."""
+
+    def draw(ax: Any) -> None:
+        for worker, cycles in _by_worker(data.cycles):
+            ts = [c["t"] for c in cycles]
+            ax.plot(ts, [c["total_ms"] for c in cycles], "o-", ms=3, label=f"measured (w{worker})")
+            ax.plot(ts, [c.get("model_ms") for c in cycles], "--", label=f"model (w{worker})")
+
+    return _timeline("cleanup cycle duration", "cleanup cycle (ms)", 3.4, data, draw)
 
 
 def pool_plot(data: Collected) -> str:
     """Connections checked out against the pool limit, and Postgres connections by the gateways."""
-    fig, ax = plt.subplots(figsize=(9, 3.4))
-    for worker in sorted({s["worker"] for s in data.pool_samples}):
-        samples = [s for s in data.pool_samples if s["worker"] == worker]
-        ts = [s["t"] for s in samples]
-        ax.plot(ts, [s["checked_out"] for s in samples], label=f"checked out (w{worker})")
-        ax.plot(ts, [s["limit"] for s in samples], "--", label=f"pool limit (w{worker})")
-        ax.plot(ts, [s["waiters"] for s in samples], ":", label=f"waiters (w{worker})")
-    if data.pg_samples:
-        ax.plot([s["t"] for s in data.pg_samples], [s["total"] for s in data.pg_samples], color="grey",
-                alpha=0.6, label="pg_stat_activity (gateways)")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("connections")
-    ax.set_title("DB pool saturation")
-    ax.grid(alpha=0.3)
-    _mark_events(ax, data.events)
-    ax.legend(fontsize=7)
-    return figure_png(fig)
+
+    def draw(ax: Any) -> None:
+        for worker, samples in _by_worker(data.pool_samples):
+            ts = [s["t"] for s in samples]
+            ax.plot(ts, [s["checked_out"] for s in samples], label=f"checked out (w{worker})")
+            ax.plot(ts, [s["limit"] for s in samples], "--", label=f"pool limit (w{worker})")
+            ax.plot(ts, [s["waiters"] for s in samples], ":", label=f"waiters (w{worker})")
+        if data.pg_samples:
+            ax.plot([s["t"] for s in data.pg_samples], [s["total"] for s in data.pg_samples], color="grey",
+                    alpha=0.6, label="pg_stat_activity (gateways)")
+
+    return _timeline("DB pool saturation", "connections", 3.4, data, draw)
 
 
 def sessions_plot(data: Collected) -> str:
     """Sessions open over time, per worker."""
-    fig, ax = plt.subplots(figsize=(9, 3.0))
-    for worker in sorted({s["worker"] for s in data.pool_samples}):
-        samples = [s for s in data.pool_samples if s["worker"] == worker]
-        ax.plot([s["t"] for s in samples], [s["sessions_active"] for s in samples], label=f"open (w{worker})")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("sessions")
-    ax.set_title("sessions open")
-    ax.grid(alpha=0.3)
-    _mark_events(ax, data.events)
-    ax.legend(fontsize=7)
-    return figure_png(fig)
+
+    def draw(ax: Any) -> None:
+        for worker, samples in _by_worker(data.pool_samples):
+            ax.plot([s["t"] for s in samples], [s["sessions_active"] for s in samples], label=f"open (w{worker})")
+
+    return _timeline("sessions open", "sessions", 3.0, data, draw)
 
 
 def _figures_table(summary: dict[str, Any]) -> str:

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--db-jitter-ms", type=float, default=None, help="± jitter on the injected latency")
     parser.add_argument("--cycle-log", default=None, help="append each cycle record to this JSON-lines file")
+    parser.add_argument("--cycle-history", type=int, default=200,
+                        help="cycle records kept in memory for /admin/cycles (default 200)")
     parser.add_argument("--session-log", default=None,
                         help="append a JSON line per session created/removed (with the reason) to this file")
     parser.add_argument(
@@ -82,6 +84,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         db_jitter_ms=args.db_jitter_ms,
         cycle_log=args.cycle_log,
         session_log=args.session_log,
+        cycle_history=args.cycle_history,
         max_body_bytes=args.max_body_bytes,
         admin_enabled=not args.no_admin,
         auth_token=args.auth_token,

@@ -77,7 +77,7 @@ class GatewayConfig:
     db_jitter_ms: float | None = None
     cycle_log: str | None = None
     session_log: str | None = None
-    cycle_history: int = 1000
+    cycle_history: int = 200
     max_body_bytes: int = 1_048_576
     admin_enabled: bool = True
     auth_token: str | None = None
@@ -86,6 +86,8 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if self.sse_keepalive <= 0:
             raise ValueError("sse_keepalive must be > 0")
+        if self.cycle_history < 1:
+            raise ValueError("cycle_history must be >= 1")
         for name in ("db_latency_ms", "db_jitter_ms"):
             value = getattr(self, name)
             if value is not None and value < 0:

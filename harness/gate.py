@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from harness.thresholds import (
     resolve,
     show_value,
 )
+from harness.tomlfile import read_toml
 
 EXIT_PASSED = 0
 EXIT_HARNESS_FAILED = 1
@@ -55,18 +55,6 @@ class GateConfig:
     thresholds: tuple[Threshold, ...]
     regressions: tuple[Regression, ...]
     baseline: Path | None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}") from None
 
 
 def _string_list(value: Any, where: str) -> list[str]:
@@ -100,7 +88,7 @@ def checks_from_table(
 
 
 def _pyproject_table(path: Path) -> Mapping[str, Any] | None:
-    node: Any = _read_toml(path)
+    node: Any = read_toml(path)
     for name in PYPROJECT_TABLE:
         if not isinstance(node, Mapping) or name not in node:
             return None
@@ -121,7 +109,7 @@ def build_config(
     texts, regression_texts, file_baseline = list(thresholds), list(max_regressions), None
     if thresholds_file is not None:
         more, more_regressions, file_baseline = checks_from_table(
-            _read_toml(thresholds_file), str(thresholds_file), thresholds_file.parent
+            read_toml(thresholds_file), str(thresholds_file), thresholds_file.parent
         )
         texts, regression_texts = texts + more, regression_texts + more_regressions
     elif not texts and not regression_texts:

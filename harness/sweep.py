@@ -27,7 +27,6 @@ import asyncio
 import csv
 import json
 import os
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from harness.bench import BenchPoint, collapse, expand, measure_point, nominal_m
 from harness.errors import UsageError
 from harness.model import predict
 from harness.recommend import Recommendation, Target, recommend, recommend_per_strategy
+from harness.tomlfile import read_toml
 
 MODES = ("bench", "run")
 GRID = ("strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size", "max_overflow",
@@ -162,15 +162,7 @@ def _convert(option: Option, value: Any, where: str) -> Any:
 
 def read_plan(path: Path) -> dict[str, Any]:
     """The options a plan file sets, converted and checked like their command-line flags."""
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such plan file") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "plan file")
     values: dict[str, Any] = {}
     sections = {o.section for o in OPTIONS} - {""}
     for key, value in data.items():

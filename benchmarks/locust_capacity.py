@@ -37,6 +37,7 @@ import psutil
 from harness.arglists import list_of
 from harness.cli import _Parser
 from harness.gateway_proc import GatewayError, GatewayProcess
+from harness.locust_proc import master_port_args
 from harness.postgres import EmbeddedPostgres, ProviderError
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "mcp_sessions.py"
@@ -165,10 +166,11 @@ def run_one(
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
         "-u", str(users), "-r", str(spawn_rate), "-t", f"{run_time:.0f}s", "--stop-timeout", "5",
         "--host", gateway.url, "--csv", str(prefix), "--session-lifetime", lifetime,
-        "--transport-mix", str(args.transport_mix), "--abrupt-ratio", "0.1", "--loglevel", "WARNING",
+        "--transport-mix", str(args.transport_mix), "--calls-per-session", str(getattr(args, "calls_per_session", 3)),
+        "--abrupt-ratio", "0.1", "--loglevel", "WARNING",
     ]  # fmt: skip
     if processes > 1:
-        command += ["--processes", str(processes)]
+        command += ["--processes", str(processes), *master_port_args()]
     log = (out_dir / f"u{users}.log").open("w")
     proc = subprocess.Popen(command, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT)
     roots = {"gateway": psutil.Process(gateway.pid), "locust": psutil.Process(proc.pid)}
@@ -222,6 +224,8 @@ def build_parser() -> _Parser:
     parser.add_argument("--hold", type=float, default=30.0, help="seconds measured after the ramp")
     parser.add_argument("--session-lifetime", default="20-40", help="seconds each session is held, MIN-MAX")
     parser.add_argument("--transport-mix", type=float, default=1.0, help="share of SSE users (default 1)")
+    parser.add_argument("--calls-per-session", type=int, default=3,
+                        help="MCP calls per session after initialize (default 3)")
     parser.add_argument("--processes", type=int, default=1, help="Locust processes (--processes)")
     parser.add_argument("--cleanup-interval", type=float, default=5.0)
     parser.add_argument(

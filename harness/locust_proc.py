@@ -29,6 +29,7 @@ class LocustOptions:
     abrupt_ratio: float = 0.2
     abandon_ratio: float = 0.2
     transport_mix: float = 0.8
+    calls_per_session: int = 3
     processes: int = 0
     auth_token: str | None = None
     seed: int | None = None
@@ -39,6 +40,8 @@ class LocustOptions:
             raise ValueError("--users must be >= 1")
         if self.spawn_rate <= 0:
             raise ValueError("--spawn-rate must be > 0")
+        if not 0 <= self.calls_per_session <= 100:
+            raise ValueError("--calls-per-session must be between 0 and 100")
         if self.processes < 0:
             raise ValueError("--locust-workers must be >= 0")
         for name in ("abrupt_ratio", "abandon_ratio", "transport_mix"):
@@ -66,6 +69,7 @@ class LocustProcess:
             "--exit-code-on-error", "0",
             "--session-lifetime", o.session_lifetime, "--abrupt-ratio", f"{o.abrupt_ratio:g}",
             "--abandon-ratio", f"{o.abandon_ratio:g}", "--transport-mix", f"{o.transport_mix:g}",
+            "--calls-per-session", str(o.calls_per_session),
             "--session-log", str(self.client_log),
         ]
         if o.auth_token:

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--abandon-ratio", type=float, default=0.2,
                       help="share of Streamable HTTP sessions abandoned without DELETE (TTL sweep removes them)")
     load.add_argument("--transport-mix", type=float, default=0.8, help="share of users on SSE (default 0.8)")
+    load.add_argument("--calls-per-session", type=int, default=3,
+                      help="tools/list, tools/call and ping calls per session after initialize (default 3)")
     load.add_argument("--locust-workers", type=int, default=0,
                       help="Locust worker processes (0: one local process; N: a master and N workers)")
     load.add_argument("--seed", type=int, default=None, help="seed for the load's random choices")
@@ -76,7 +78,8 @@ def _locust_options(args: argparse.Namespace) -> LocustOptions:
     return LocustOptions(
         users=args.users, spawn_rate=args.spawn_rate, run_time_s=args.run_time,
         session_lifetime=args.session_lifetime, abrupt_ratio=args.abrupt_ratio, abandon_ratio=args.abandon_ratio,
-        transport_mix=args.transport_mix, processes=args.locust_workers, auth_token=args.auth_token, seed=args.seed,
+        transport_mix=args.transport_mix, calls_per_session=args.calls_per_session,
+        processes=args.locust_workers, auth_token=args.auth_token, seed=args.seed,
     )
 
 
@@ -84,7 +87,7 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("strategy", "driver", "max_concurrent", "batch_size", "executor_threads", "pool_size", "max_overflow",
             "pool_timeout", "cleanup_interval", "session_ttl", "sse_keepalive", "gateway_workers", "db_latency_ms",
             "db_jitter_ms", "latency_mode", "users", "spawn_rate", "run_time", "session_lifetime", "abrupt_ratio",
-            "abandon_ratio", "transport_mix", "locust_workers", "seed", "max_connections")
+            "abandon_ratio", "transport_mix", "calls_per_session", "locust_workers", "seed", "max_connections")
     config = {k: getattr(args, k) for k in keys}
     config["db"] = "url" if args.db_url else args.db.split("://")[0] if "://" in args.db else args.db
     return config

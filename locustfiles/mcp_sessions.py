@@ -133,7 +133,7 @@ class SSEUser(_SessionUser):
             session_id, message_url = self._endpoint(stream, base, started)
             self._call(stream, message_url, initialize())
             self._post(message_url, notification("notifications/initialized"), "notifications/initialized")
-            calls = random_calls(self.rng)
+            calls = random_calls(self.rng, _Load.settings.calls_per_session)
             deadline, gap = self._schedule(calls)
             for n, call in enumerate(calls, 1):
                 self._pause_until(deadline - gap * (len(calls) + 1 - n))
@@ -220,7 +220,7 @@ class StreamableHTTPUser(_SessionUser):
             session_id = self._call(url, settings.headers, initialize())
             headers = {**settings.headers, "Mcp-Session-Id": session_id}
             self._notify(url, headers)
-            calls = random_calls(self.rng)
+            calls = random_calls(self.rng, _Load.settings.calls_per_session)
             deadline, gap = self._schedule(calls)
             for n, call in enumerate(calls, 1):
                 self._pause_until(deadline - gap * (len(calls) + 1 - n))

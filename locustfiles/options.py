@@ -21,6 +21,7 @@ class LoadSettings:
     abrupt_ratio: float = 0.1
     abandon_ratio: float = 0.1
     transport_mix: float = 0.8
+    calls_per_session: int = 3
     gateway_urls: tuple[str, ...] = ()
     auth_token: str | None = None
     session_log: str | None = None
@@ -38,6 +39,7 @@ class LoadSettings:
             abrupt_ratio=parse_ratio("abrupt-ratio", getattr(options, "abrupt_ratio", 0.1)),
             abandon_ratio=parse_ratio("abandon-ratio", getattr(options, "abandon_ratio", 0.1)),
             transport_mix=parse_ratio("transport-mix", getattr(options, "transport_mix", 0.8)),
+            calls_per_session=parse_calls(getattr(options, "calls_per_session", 3)),
             gateway_urls=urls,
             auth_token=(getattr(options, "auth_token", "") or None),
             session_log=(getattr(options, "session_log", "") or None),
@@ -60,6 +62,17 @@ def parse_lifetime(text: str) -> tuple[float, float]:
     if lo <= 0 or hi < lo:
         raise ValueError(f"--session-lifetime needs 0 < MIN <= MAX, got {text!r}")
     return lo, hi
+
+
+def parse_calls(value: Any) -> int:
+    """MCP calls per session after initialize: a whole number from 0 to 100."""
+    try:
+        calls = int(str(value))
+    except ValueError:
+        raise ValueError(f"--calls-per-session must be a whole number, got {value!r}") from None
+    if not 0 <= calls <= 100:
+        raise ValueError(f"--calls-per-session must be between 0 and 100, got {value!r}")
+    return calls
 
 
 def parse_ratio(name: str, value: Any) -> float:
@@ -129,6 +142,13 @@ def add_arguments(parser: Any) -> None:
         default="0.8",
         include_in_web_ui=True,
         help="share of users on SSE; the rest use Streamable HTTP (default 0.8)",
+    )
+    group.add_argument(
+        "--calls-per-session",
+        type=_checked(parse_calls),
+        default="3",
+        include_in_web_ui=True,
+        help="tools/list, tools/call and ping calls each session makes after initialize (default 3)",
     )
     group.add_argument(
         "--gateway-urls",

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from harness.errors import UsageError
+from harness.gateway_proc import GatewayError
 from harness.postgres import ProviderError
 
 # command -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError) as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ProviderError as exc:
+    except (ProviderError, GatewayError, OSError) as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -565,6 +565,7 @@ ADMIN_PLAIN_ROUTES = (
     ("GET", "/admin/db"),
     ("GET", "/admin/sessions"),
     ("GET", "/admin/latency"),
+    ("GET", "/admin/process"),
     ("POST", "/admin/cleanup"),
 )
 

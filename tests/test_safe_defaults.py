@@ -36,6 +36,7 @@ ADMIN_ROUTES = (
     ("GET", "/admin/latency"),
     ("POST", "/admin/latency"),
     ("POST", "/admin/cleanup"),
+    ("GET", "/admin/process"),
 )
 
 

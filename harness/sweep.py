@@ -115,6 +115,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("db_url", str, None, "an existing server's URL (wins over --db)"),
     Option("max_connections", _scalar(int, 1), 100, "max_connections of the embedded server"),
     Option("run_time", _run_time, "30s", "run mode: Locust run time per point", "run"),
+    Option("cleanup_interval", _scalar(float, 0.001), 5.0, "run mode: seconds between cleanup cycles", "run"),
     Option("users", _scalar(int, 1), None, "run mode: Locust users per point (default: the point's sessions)",
            "run"),
     Option("target_cycle_ms", _scalar(float, 0), None, "recommendation: cycle p95 target, ms", "recommend"),
@@ -295,7 +296,8 @@ def run_measure(db_url: str, spec: SweepSpec) -> Measure:
                 "--pool-size", str(point.pool_size), "--max-overflow", str(point.max_overflow),
                 "--pool-timeout", str(point.pool_timeout), "--batch-size", str(point.batch_size),
                 "--db-latency-ms", f"{point.db_latency_ms:g}", "--db-jitter-ms", f"{point.db_jitter_ms:g}",
-                "--users", str(spec.users or point.sessions), "--run-time", spec.run_time, "--no-progress"]
+                "--users", str(spec.users or point.sessions), "--run-time", spec.run_time,
+                "--cleanup-interval", f"{spec.cleanup_interval:g}", "--no-progress"]
         if point.driver == "thread":
             argv += ["--executor-threads", str(point.executor_threads)]
         code = cli.main(argv)

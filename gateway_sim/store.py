@@ -29,6 +29,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     delete,
+    event,
     func,
     insert,
     select,
@@ -359,6 +360,25 @@ class SessionStore(ABC):
         return None
 
 
+# Server-side terminations: admin shutdown (pg_terminate_backend), crash shutdown, server not accepting.
+_DISCONNECT_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _treat_terminations_as_disconnects(engine: Engine) -> None:
+    """Make SQLAlchemy invalidate the pool when Postgres terminated a backend.
+
+    Not every driver reports "terminating connection due to administrator command" as a disconnect; marked
+    as one, the pool discards every connection older than the error instead of handing out dead ones.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def mark(context: Any) -> None:
+        original = context.original_exception
+        code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+        if code in _DISCONNECT_SQLSTATES or "terminating connection" in str(original):
+            context.is_disconnect = True
+
+
 def _engine_kwargs(config: StoreConfig) -> dict[str, Any]:
     return {
         "pool_size": config.pool_size,
@@ -378,6 +398,7 @@ class ThreadStore(SessionStore):
             connect_args={"application_name": config.application_name},
             **_engine_kwargs(config),
         )
+        _treat_terminations_as_disconnects(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._executor = ThreadPoolExecutor(config.executor_threads, thread_name_prefix="gateway-db")
         self.monitor = PoolMonitor(
@@ -434,6 +455,7 @@ class AsyncStore(SessionStore):
             connect_args={"server_settings": {"application_name": config.application_name}},
             **_engine_kwargs(config),
         )
+        _treat_terminations_as_disconnects(self._async_engine.sync_engine)
         self.monitor = PoolMonitor(self._async_engine.sync_engine.pool, config.pool_size, config.max_overflow)
 
     @property

@@ -103,11 +103,11 @@ async def test_gateway_refresh_pays_latency_once_per_round_trip(
         async def per_refresh(url: str, count: int = 5) -> tuple[float, float]:
             store = open_store(StoreConfig(db_url=url, driver=driver, pool_size=1, max_overflow=0))
             try:
-                await store.run(st.refresh_session, "refresh-me")  # connect and warm up outside the timing
+                await store.refresh("refresh-me")  # connect and warm up outside the timing
                 chunks = proxy.stats().delayed_chunks
                 started = time.perf_counter()
                 for _ in range(count):
-                    assert await store.run(st.refresh_session, "refresh-me")
+                    assert await store.refresh("refresh-me")
                 elapsed_ms = (time.perf_counter() - started) * 1000.0
                 return elapsed_ms / count, (proxy.stats().delayed_chunks - chunks) / count
             finally:

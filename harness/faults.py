@@ -401,9 +401,11 @@ def fault_summary(specs: list[FaultSpec], events: list[dict[str, Any]], cycles: 
 
     The window runs from the fault's start to its end; an instant kill reaches as far as the first cycle
     of each worker that starts after it (that cycle meets the dead connections). "Recovered" means the
-    first cycle of every worker that starts after the window completed with 0 refresh errors and no error.
+    first cycle of every worker that starts after the window, and overlaps no other fault's window,
+    completed with 0 refresh errors and no error.
     """
     out = []
+    windows: dict[str, tuple[float, float]] = {}
     spans = [(_cycle_span(c, started_at), c) for c in cycles]
     for spec in specs:
         mine = [e for e in events if e.get("kind") == "fault" and e.get("fault") == spec.text]
@@ -423,10 +425,18 @@ def fault_summary(specs: list[FaultSpec], events: list[dict[str, Any]], cycles: 
                 first = min((s for s, c in spans if c["worker"] == worker and s[0] >= a), default=None)
                 if first is not None:
                     b = max(b, first[1])
+        windows[spec.text] = (a, b)
         during = [c for (s, e), c in spans if s <= b and e >= a]
+        out.append(entry | {"_during": during, "_b": b, "_start": start})
+    for entry in out:
+        if "_b" not in entry:
+            continue
+        b, during, start = entry.pop("_b"), entry.pop("_during"), entry.pop("_start")
+        others = [w for text, w in windows.items() if text != entry["spec"]]
         after: dict[str, dict[str, Any]] = {}
-        for (s, _), c in sorted(spans, key=lambda x: x[0][0]):
-            if s > b and c["worker"] not in after:
+        for (s, e), c in sorted(spans, key=lambda x: x[0][0]):
+            overlaps_other = any(s <= ob and e >= oa for oa, ob in others)
+            if s > b and c["worker"] not in after and not overlaps_other:
                 after[c["worker"]] = c
         entry.update({
             "end_t": round(b, 3),
@@ -440,7 +450,6 @@ def fault_summary(specs: list[FaultSpec], events: list[dict[str, Any]], cycles: 
             "recovered": bool(after) and all(int(c["refresh_errors"]) == 0 and not c.get("error")
                                              for c in after.values()),
         })
-        out.append(entry)
     return out
 
 

@@ -77,6 +77,22 @@ def test_kill_window_reaches_the_first_cycle_after_it() -> None:
     assert entry["recovered"] and entry["detail"] == {"terminated": 3}
 
 
+def test_recovery_cycle_skips_cycles_inside_another_faults_window() -> None:
+    cycles = [{"worker": "0", "cycle": n, "started_at": f"2026-01-01T00:00:{n:02d}+00:00", "total_ms": 100.0,
+               "refresh_errors": 5 if n in (11, 12) else 0, "removed_missing": 0, "error": None}
+              for n in range(8, 16)]
+    started_at = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    specs = [parse_fault("kill-backends@1"), parse_fault("error-rate=0.5@2:1")]
+    events = [{"t": 10.5, "kind": "fault", "fault": "kill-backends@1", "phase": "start"},
+              {"t": 11.9, "kind": "fault", "fault": "error-rate=0.5@2:1", "phase": "start"},
+              {"t": 12.5, "kind": "fault", "fault": "error-rate=0.5@2:1", "phase": "end"}]
+    kill, errors = fault_summary(specs, events, cycles, started_at)
+    # cycle 12 lies in the error-rate window: the kill's recovery is judged on cycle 13
+    assert kill["recovery_cycles"] == [{"worker": "0", "cycle": 13, "refresh_errors": 0, "error": None}]
+    assert kill["recovered"]
+    assert errors["refresh_errors_during"] == 5 and errors["recovered"]
+
+
 def _start_up(state: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "harness", "up", "--port", "0", "--state", str(state),
                              "--cleanup-interval", "0.5", "--sse-keepalive", "60"],

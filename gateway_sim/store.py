@@ -246,11 +246,6 @@ def expire_sessions(session: Executor, ttl_seconds: float) -> list[str]:
     return [row[0] for row in rows]
 
 
-def session_exists(session: Executor, session_id: str) -> bool:
-    """True if a row for ``session_id`` exists."""
-    return session.execute(_SELECT_ONE, {"sid": session_id}).first() is not None
-
-
 def touch_session(session: Executor, session_id: str) -> bool:
     """Mark activity on a session (a request arrived): one UPDATE of ``last_accessed``; False if no row."""
     found = session.execute(_TOUCH_ONE.returning(SessionRow.session_id), {"sid": session_id}).first()
@@ -287,12 +282,6 @@ def db_activity(session: Executor, application_prefix: str = "mcp-gateway-sim") 
         "client_connections": total,
         "max_connections": max_connections,
     }
-
-
-def add_message(session: Executor, session_id: str, message: str) -> None:
-    """Queue a message for a session."""
-    session.execute(insert(MessageRow).values(session_id=session_id, message=message))
-    session.commit()
 
 
 # --- drivers ---------------------------------------------------------------------------------------

@@ -101,14 +101,11 @@ class SyntheticTransport:
     kind = "synthetic"
     persistent = True
 
-    def __init__(self, connected: bool = True, check_delay: float = 0.0) -> None:
+    def __init__(self, connected: bool = True) -> None:
         self.connected = connected
-        self.check_delay = check_delay
         self.sent: list[dict[str, Any]] = []
 
     async def is_connected(self) -> bool:
-        if self.check_delay:
-            await asyncio.sleep(self.check_delay)
         return self.connected
 
     async def send(self, message: dict[str, Any]) -> None:

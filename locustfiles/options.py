@@ -112,6 +112,13 @@ def _checked(parse: Any) -> Any:
     return check
 
 
+RATIO_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("abrupt-ratio", "0.1", "share of SSE sessions that end by dropping the socket mid-stream (default 0.1)"),
+    ("abandon-ratio", "0.1", "share of Streamable HTTP sessions left without DELETE, for the TTL sweep (default 0.1)"),
+    ("transport-mix", "0.8", "share of users on SSE; the rest use Streamable HTTP (default 0.8)"),
+)
+
+
 def add_arguments(parser: Any) -> None:
     """Register the options on Locust's parser; the runtime knobs appear in the web UI's start form."""
     group = parser  # Locust's parser; its argument groups lack include_in_web_ui
@@ -122,27 +129,14 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=True,
         help="seconds a session is held, MIN-MAX drawn uniformly (default 5-30)",
     )
-    group.add_argument(
-        "--abrupt-ratio",
-        type=_checked(lambda v: parse_ratio("abrupt-ratio", v)),
-        default="0.1",
-        include_in_web_ui=True,
-        help="share of SSE sessions that end by dropping the socket mid-stream (default 0.1)",
-    )
-    group.add_argument(
-        "--abandon-ratio",
-        type=_checked(lambda v: parse_ratio("abandon-ratio", v)),
-        default="0.1",
-        include_in_web_ui=True,
-        help="share of Streamable HTTP sessions left without DELETE, for the TTL sweep (default 0.1)",
-    )
-    group.add_argument(
-        "--transport-mix",
-        type=_checked(lambda v: parse_ratio("transport-mix", v)),
-        default="0.8",
-        include_in_web_ui=True,
-        help="share of users on SSE; the rest use Streamable HTTP (default 0.8)",
-    )
+    for name, default, help_text in RATIO_OPTIONS:
+        group.add_argument(
+            f"--{name}",
+            type=_checked(lambda v, name=name: parse_ratio(name, v)),
+            default=default,
+            include_in_web_ui=True,
+            help=help_text,
+        )
     group.add_argument(
         "--calls-per-session",
         type=_checked(parse_calls),

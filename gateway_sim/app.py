@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway_sim import mcp
 from gateway_sim import store as st
+from gateway_sim.allocator import heap_stats
 from gateway_sim.config import GatewayConfig
 from gateway_sim.metrics import CycleLog, GatewayMetrics, SessionEventLog
 from gateway_sim.registry import SessionRegistry
@@ -427,7 +428,8 @@ async def admin_cleanup(request: web.Request) -> web.Response:
 
 
 def _process_stats(app: web.Application) -> dict[str, Any]:
-    """This process's resident memory, open file descriptors, asyncio tasks and pooled connections."""
+    """This process's resident memory (and the C allocator's bytes in use vs kept free), open file descriptors,
+    asyncio tasks and pooled connections."""
     rss_bytes: int | None = None
     open_fds: int | None = None
     try:
@@ -446,6 +448,8 @@ def _process_stats(app: web.Application) -> dict[str, Any]:
         "pool_connections": pool.checkedin() + pool.checkedout(),  # type: ignore[attr-defined]
         "sessions_active": len(registry.sessions),
         "sessions_persistent": sum(1 for t in registry.sessions.values() if t.persistent),
+        **(heap_stats() or {"malloc_in_use_bytes": None, "malloc_free_bytes": None}),
+        "malloc_mmap_threshold": app[CONFIG].malloc_mmap_threshold,
     }
 
 

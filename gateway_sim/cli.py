@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from gateway_sim.allocator import pin_mmap_threshold
 from gateway_sim.app import create_app
 from gateway_sim.config import (
     GatewayConfig,
+    add_allocator_argument,
     add_registry_arguments,
     add_store_arguments,
     registry_config_from_args,
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--auth-token", default=None, help="require 'Authorization: Bearer TOKEN' on the MCP endpoints"
     )
+    add_allocator_argument(parser)
     parser.add_argument("--no-admin", action="store_true", help="do not serve the /admin/* routes")
     parser.add_argument("--worker-id", default="0", help="name of this worker in records and metrics")
     parser.add_argument(
@@ -89,12 +92,14 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         admin_enabled=not args.no_admin,
         auth_token=args.auth_token,
         worker_id=args.worker_id,
+        malloc_mmap_threshold=args.malloc_mmap_threshold,
     )
 
 
 async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM), then shut down cleanly."""
     stop = stop or asyncio.Event()
+    pin_mmap_threshold(config.malloc_mmap_threshold)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -6,6 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass, field, fields
 
+from gateway_sim.allocator import DEFAULT_MMAP_THRESHOLD, validate_mmap_threshold
+
 STRATEGIES = ("sequential", "gather", "bounded", "batched")
 DRIVERS = ("thread", "async")
 
@@ -82,8 +84,10 @@ class GatewayConfig:
     admin_enabled: bool = True
     auth_token: str | None = None
     worker_id: str = "0"
+    malloc_mmap_threshold: int = DEFAULT_MMAP_THRESHOLD
 
     def __post_init__(self) -> None:
+        validate_mmap_threshold(self.malloc_mmap_threshold)
         if self.sse_keepalive <= 0:
             raise ValueError("sse_keepalive must be > 0")
         if self.cycle_history < 1:
@@ -166,3 +170,14 @@ def registry_config_from_args(args: argparse.Namespace) -> RegistryConfig:
     """Build a :class:`RegistryConfig` from parsed arguments."""
     names = {f.name for f in fields(RegistryConfig)}
     return RegistryConfig(**{name: getattr(args, name) for name in names})
+
+
+def add_allocator_argument(parser: argparse.ArgumentParser) -> None:
+    """``--malloc-mmap-threshold``, shared by the gateway and the harness commands that start one."""
+    parser.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        default=DEFAULT_MMAP_THRESHOLD,
+        help="pin glibc's mmap threshold at this many bytes so freed large blocks go back to the OS; "
+        "0 leaves glibc's moving threshold, under which RSS creeps up with churn (default %(default)s)",
+    )

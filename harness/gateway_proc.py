@@ -128,6 +128,7 @@ FORWARDED_OPTIONS: tuple[tuple[str, str], ...] = (
     ("session_ttl", "--session-ttl"),
     ("sse_keepalive", "--sse-keepalive"),
     ("auth_token", "--auth-token"),
+    ("malloc_mmap_threshold", "--malloc-mmap-threshold"),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway_sim.config import add_registry_arguments, add_store_arguments
+from gateway_sim.config import add_allocator_argument, add_registry_arguments, add_store_arguments
 
 HARNESS_CLEANUP_INTERVAL = 5.0
 
@@ -31,6 +31,7 @@ def add_gateway_options(parser: argparse.ArgumentParser) -> None:
     add_registry_arguments(group, cleanup_interval=HARNESS_CLEANUP_INTERVAL)  # type: ignore[arg-type]
     group.add_argument("--sse-keepalive", type=float, default=15.0, help="SSE keepalive period, s (default 15)")
     group.add_argument("--auth-token", default=None, help="gateway requires 'Authorization: Bearer TOKEN'")
+    add_allocator_argument(group)  # type: ignore[arg-type]
     group.add_argument("--gateway-workers", type=int, default=1,
                        help="gateway processes sharing the database (default 1)")
     group.add_argument("--db-latency-ms", type=float, default=0.0,

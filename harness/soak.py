@@ -7,7 +7,8 @@ Besides everything ``harness run`` measures, every ``--sample-every`` seconds ea
 
 - created = removed + active in every sample of every worker, and 0 leaked rows after the drain;
 - RSS growth < 10 % from the first window of the load to the last (window: 1 minute, or a quarter of a
-  shorter load);
+  shorter load). Beside RSS the figures give glibc's bytes in use and kept free in the same windows: growth in
+  use is a leak, growth kept free is the allocator holding freed memory (see ``--malloc-mmap-threshold``);
 - no growth in open fds or asyncio tasks: after the drain each is back to its baseline (fds net of pooled
   connections, which the pool keeps open by design), within a slack of 2.
 
@@ -128,13 +129,19 @@ def _worker_figures(samples: list[dict[str, Any]], load_start: float, load_end: 
             return None
         return int(sample["open_fds"]) - int(sample["pool_connections"])
 
-    rss_first = _mean([s["rss_bytes"] / 2**20 for s in first if s.get("rss_bytes")])
-    rss_last = _mean([s["rss_bytes"] / 2**20 for s in last if s.get("rss_bytes")])
+    def mean_mib(window: list[dict[str, Any]], key: str) -> float | None:
+        return _mean([s[key] / 2**20 for s in window if s.get(key) is not None])
+
+    rss_first, rss_last = mean_mib(first, "rss_bytes"), mean_mib(last, "rss_bytes")
     return {
         "window_s": round(window, 1),
         "rss_mb_first": rss_first,
         "rss_mb_last": rss_last,
         "rss_growth": round(rss_last / rss_first - 1, 4) if rss_first and rss_last else None,
+        "malloc_in_use_mb_first": mean_mib(first, "malloc_in_use_bytes"),
+        "malloc_in_use_mb_last": mean_mib(last, "malloc_in_use_bytes"),
+        "malloc_free_mb_first": mean_mib(first, "malloc_free_bytes"),
+        "malloc_free_mb_last": mean_mib(last, "malloc_free_bytes"),
         "fds_first": _mean([s["open_fds"] for s in first if s.get("open_fds") is not None]),
         "fds_last": _mean([s["open_fds"] for s in last if s.get("open_fds") is not None]),
         "tasks_first": _mean([s["asyncio_tasks"] for s in first]),
@@ -187,6 +194,12 @@ def soak_plot(samples: list[dict[str, Any]], events: list[dict[str, Any]]) -> st
         mine = [s for s in samples if s.get("rss_bytes") is not None and s["worker"] == worker]
         ts = [s["t"] for s in mine]
         axes[0].plot(ts, [s["rss_bytes"] / 2**20 for s in mine], "o-", ms=3, label=f"RSS (w{worker})")
+        heap = [s for s in mine if s.get("malloc_in_use_bytes") is not None]
+        if heap:
+            axes[0].plot([s["t"] for s in heap], [s["malloc_in_use_bytes"] / 2**20 for s in heap], "--",
+                         label=f"malloc in use (w{worker})")
+            axes[0].plot([s["t"] for s in heap], [s["malloc_free_bytes"] / 2**20 for s in heap], ":",
+                         label=f"malloc kept free (w{worker})")
         axes[1].plot(ts, [s["open_fds"] for s in mine], "o-", ms=3, label=f"open fds (w{worker})")
         axes[1].plot(ts, [s["sessions_persistent"] for s in mine], ":", label=f"SSE sessions (w{worker})")
         axes[2].plot(ts, [s["asyncio_tasks"] for s in mine], "o-", ms=3, label=f"asyncio tasks (w{worker})")
@@ -212,6 +225,13 @@ def soak_section(soak: dict[str, Any], samples: list[dict[str, Any]], events: li
             f"{soak['accounting_samples']}</td></tr>{figures}</table>{soak_plot(samples, events)}")
 
 
+def _malloc_text(figures: dict[str, Any]) -> str:
+    if figures["malloc_in_use_mb_first"] is None or figures["malloc_in_use_mb_last"] is None:
+        return ""
+    return (f"; malloc in use {figures['malloc_in_use_mb_first']} -> {figures['malloc_in_use_mb_last']} MiB, "
+            f"kept free {figures['malloc_free_mb_first']} -> {figures['malloc_free_mb_last']} MiB")
+
+
 def run(args: argparse.Namespace) -> int:
     """``python -m harness soak``: the run, then the soak's checks (exit 99 if one fails)."""
     sampler = ProcessSampler(args.sample_every)
@@ -223,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"soak {name}: {'pass' if passed else 'FAIL'}")
     for worker, figures in soak["workers"].items():
         print(f"soak worker {worker}: RSS {figures['rss_mb_first']} -> {figures['rss_mb_last']} MiB "
-              f"({figures['rss_growth']:+.1%} over {figures['window_s']:g} s windows), fds net of pool "
+              f"({figures['rss_growth']:+.1%} over {figures['window_s']:g} s windows){_malloc_text(figures)}, "
+              f"fds net of pool "
               f"{figures['net_fds_baseline']} -> {figures['net_fds_drained']}, asyncio tasks "
               f"{figures['tasks_baseline']} -> {figures['tasks_drained']} (baseline -> after drain)"
               if figures["rss_growth"] is not None else f"soak worker {worker}: too few samples")

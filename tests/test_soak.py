@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ def test_soak_holds_its_invariants(tmp_path: Path, duration: str) -> None:
     assert soak["samples"] >= 8  # baseline, every 2 s of the load, after the drain
     figures = soak["workers"]["0"]
     assert figures["rss_growth"] < 0.10 and figures["net_fds_drained"] <= figures["net_fds_baseline"] + 2
+    if platform.libc_ver()[0] == "glibc":
+        assert figures["malloc_in_use_mb_first"] > 1 and figures["malloc_free_mb_last"] is not None
     reasons = summary["sessions"]["removed_by_reason"]
     assert reasons.get("disconnected", 0) + reasons.get("stream_closed", 0) > 0  # abrupt drops and closes
     assert reasons.get("expired", 0) > 0  # abandoned sessions swept
@@ -52,6 +55,16 @@ BALANCED = [{"sessions_created": 10, "sessions_removed": 7, "sessions_active": 3
 def test_soak_checks_pass_on_a_steady_gateway() -> None:
     soak = soak_summary(_samples(61, 20, 4), BALANCED, EVENTS, leaked=0)
     assert soak["ok"] and soak["workers"]["0"]["window_s"] == 25
+    assert soak["workers"]["0"]["malloc_in_use_mb_first"] is None  # not reported: no figure, no failure
+
+
+def test_soak_figures_split_malloc_in_use_from_kept_free() -> None:
+    samples = _samples(61, 20, 4)
+    for s in samples:
+        s["malloc_in_use_bytes"], s["malloc_free_bytes"] = 16 * 2**20, int(s["t"] * 2**20 / 10)
+    figures = soak_summary(samples, BALANCED, EVENTS, leaked=0)["workers"]["0"]
+    assert figures["malloc_in_use_mb_first"] == figures["malloc_in_use_mb_last"] == 16
+    assert figures["malloc_free_mb_first"] == 1.25 and figures["malloc_free_mb_last"] == 8.75  # t 0-25, 75-100
 
 
 @pytest.mark.parametrize("samples, pool_samples, leaked, failing", [

@@ -401,6 +401,7 @@ async def admin_cycles(request: web.Request) -> web.Response:
                 "pool_timeout": config.store.pool_timeout,
                 "executor_threads": app[STORE].executor_threads,
                 "sse_keepalive": config.sse_keepalive,
+                "malloc_mmap_threshold": config.malloc_mmap_threshold,
             },
         }
     )

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from gateway_sim.config import add_allocator_argument, add_registry_arguments, add_store_arguments
+from gateway_sim.config import (
+    GatewayConfig,
+    add_allocator_argument,
+    add_registry_arguments,
+    add_store_arguments,
+    registry_config_from_args,
+    store_config_from_args,
+)
 
 HARNESS_CLEANUP_INTERVAL = 5.0
 
@@ -38,3 +45,11 @@ def add_gateway_options(parser: argparse.ArgumentParser) -> None:
                        help="latency added to each refresh (server mode) or round trip (proxy mode), ms "
                             "(default %(default)s)")
     group.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on that latency, ms (default 0)")
+
+
+def check_gateway_options(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming a gateway knob the gateway would refuse, before anything is started."""
+    GatewayConfig(store=store_config_from_args(args, ""), registry=registry_config_from_args(args),
+                  sse_keepalive=args.sse_keepalive, malloc_mmap_threshold=args.malloc_mmap_threshold)
+    if args.gateway_workers < 1:
+        raise ValueError("--gateway-workers must be >= 1")

@@ -27,7 +27,7 @@ from harness.errors import UsageError
 from harness.faults import FaultScheduler, check_fits, fault_spec
 from harness.locust_proc import LocustOptions, LocustProcess, read_stats
 from harness.manifest import build_manifest, package_versions
-from harness.options import add_database_options, add_gateway_options
+from harness.options import add_database_options, add_gateway_options, check_gateway_options
 from harness.progress import Progress
 from harness.report import write_report
 from harness.stack import ExternalGateways, Stack, StackOptions
@@ -83,11 +83,15 @@ def _locust_options(args: argparse.Namespace) -> LocustOptions:
     )
 
 
+GATEWAY_KEYS = ("strategy", "driver", "max_concurrent", "batch_size", "executor_threads", "pool_size", "max_overflow",
+                "pool_timeout", "cleanup_interval", "session_ttl", "sse_keepalive", "malloc_mmap_threshold")
+"""The gateway's knobs in ``summary.json``'s ``config``, as ``/admin/cycles`` reports them."""
+
+
 def _run_config(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("strategy", "driver", "max_concurrent", "batch_size", "executor_threads", "pool_size", "max_overflow",
-            "pool_timeout", "cleanup_interval", "session_ttl", "sse_keepalive", "gateway_workers", "db_latency_ms",
-            "db_jitter_ms", "latency_mode", "users", "spawn_rate", "run_time", "session_lifetime", "abrupt_ratio",
-            "abandon_ratio", "transport_mix", "calls_per_session", "locust_workers", "seed", "max_connections")
+    keys = (*GATEWAY_KEYS, "gateway_workers", "db_latency_ms", "db_jitter_ms", "latency_mode", "users", "spawn_rate",
+            "run_time", "session_lifetime", "abrupt_ratio", "abandon_ratio", "transport_mix", "calls_per_session",
+            "locust_workers", "seed", "max_connections")
     config = {k: getattr(args, k) for k in keys}
     config["db"] = "url" if args.db_url else args.db.split("://")[0] if "://" in args.db else args.db
     return config
@@ -99,9 +103,7 @@ def _external_config(gateway_url: str) -> dict[str, Any]:
         reported = get_json(f"{gateway_url}/admin/cycles?limit=0")["config"]
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read {gateway_url}/admin/cycles: {exc}") from None
-    keys = ("strategy", "driver", "max_concurrent", "batch_size", "executor_threads", "pool_size", "max_overflow",
-            "pool_timeout", "cleanup_interval", "session_ttl", "sse_keepalive")
-    return {k: reported[k] for k in keys if k in reported} | {"db": "external", "gateway_urls": [gateway_url]}
+    return {k: reported.get(k) for k in GATEWAY_KEYS} | {"db": "external", "gateway_urls": [gateway_url]}
 
 
 def _default_out() -> Path:
@@ -192,6 +194,7 @@ def execute(args: argparse.Namespace, out_dir: Path, extensions: Sequence[RunExt
     else:
         stack = Stack(StackOptions.from_args(args, port=0, log_dir=logs, session_log_dir=logs))
     drain = args.drain if args.drain is not None else min(MAX_DRAIN_SECONDS, 2 * args.cleanup_interval + 1)
+    config["drain"] = drain
     warnings: list[str] = []
     with _Interrupt() as interrupt:
         stack.start()
@@ -303,8 +306,7 @@ def run(args: argparse.Namespace, extensions: Sequence[RunExtension] = ()) -> in
     """``python -m harness run`` (``soak`` adds its own extensions)."""
     if args.gate is not None and not args.gate.is_file():
         raise UsageError(f"--gate file {args.gate} does not exist")
-    if args.gateway_workers < 1:
-        raise UsageError("--gateway-workers must be >= 1")
+    check_gateway_options(args)
     _locust_options(args)  # validate before anything starts
     embedded = not args.gateway_url and not args.db_url and args.db == "embedded"
     check_fits(args.fault, args.run_time, embedded,

@@ -10,7 +10,9 @@ Besides everything ``harness run`` measures, every ``--sample-every`` seconds ea
   shorter load). Beside RSS the figures give glibc's bytes in use and kept free in the same windows: growth in
   use is a leak, growth kept free is the allocator holding freed memory (see ``--malloc-mmap-threshold``);
 - no growth in open fds or asyncio tasks: after the drain each is back to its baseline (fds net of pooled
-  connections, which the pool keeps open by design), within a slack of 2.
+  connections, which the pool keeps open by design), within a slack of 2;
+- no session left in any gateway after the drain, which by default lasts the session TTL plus two cleanup
+  intervals, so abandoned sessions have expired by then.
 
 Exit code 99 when a check fails (as ``gate`` does for a failed threshold).
 """
@@ -150,7 +152,7 @@ def _worker_figures(samples: list[dict[str, Any]], load_start: float, load_end: 
         "net_fds_drained": net_fds(drained),
         "tasks_baseline": base["asyncio_tasks"] if base else None,
         "tasks_drained": drained["asyncio_tasks"] if drained else None,
-        "sessions_drained": drained["sessions_persistent"] if drained else None,
+        "sessions_drained": drained["sessions_active"] if drained else None,
     }
 
 
@@ -175,6 +177,7 @@ def soak_summary(samples: list[dict[str, Any]], pool_samples: list[dict[str, Any
                                        and f["net_fds_drained"] <= f["net_fds_baseline"] + SLACK),
         "tasks_back_to_baseline": all_ok(lambda f: f["tasks_drained"] is not None
                                          and f["tasks_drained"] <= f["tasks_baseline"] + SLACK),
+        "no_sessions_after_drain": all_ok(lambda f: f["sessions_drained"] == 0),
     }
     return {
         "samples": len(samples),
@@ -234,6 +237,8 @@ def _malloc_text(figures: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``python -m harness soak``: the run, then the soak's checks (exit 99 if one fails)."""
+    if args.drain is None:
+        args.drain = args.session_ttl + 2 * args.cleanup_interval + 1
     sampler = ProcessSampler(args.sample_every)
     code = run_cmd.run(args, [sampler])
     soak = sampler.summary

@@ -10,9 +10,8 @@ import signal
 import threading
 from pathlib import Path
 
-from harness.errors import UsageError
 from harness.faults import RestartControl
-from harness.options import add_database_options, add_gateway_options
+from harness.options import add_database_options, add_gateway_options, check_gateway_options
 from harness.stack import Stack, StackOptions
 from harness.state import default_state_path, remove_state, write_state
 
@@ -33,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start everything, wait for a signal, stop everything."""
-    if args.gateway_workers < 1:
-        raise UsageError("--gateway-workers must be >= 1")
+    check_gateway_options(args)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     stack = Stack(StackOptions.from_args(args))

@@ -73,16 +73,21 @@ def test_bad_run_arguments_exit_2(tmp_path, capsys) -> None:
         main(["run", "--run-time", "soon"])
     assert exc.value.code == 2
     assert main(["run", "--gate", str(tmp_path / "missing.toml")]) == 2
+    assert main(["run", "--malloc-mmap-threshold", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "malloc_mmap_threshold must be 0" in capsys.readouterr().err
+    assert main(["run", "--pool-size", "0", "--out", str(tmp_path / "x")]) == 2  # refused before anything starts
+    assert "pool_size must be >= 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_run_against_a_gateway_it_did_not_start(start_gateway, db_url, tmp_path) -> None:
-    gw = start_gateway("--cleanup-interval", "1", "--strategy", "batched")
+    gw = start_gateway("--cleanup-interval", "1", "--strategy", "batched", "--malloc-mmap-threshold", "0")
     out = tmp_path / "external"
     code = main(["run", "--gateway-url", gw.url, "--db-url", db_url, "--run-time", "6s", "--users", "8",
                  "--spawn-rate", "8", "--session-lifetime", "2-3", "--drain", "2", "--no-progress", "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["strategy"] == "batched"  # read from the gateway, not from the defaults
+    assert summary["config"]["malloc_mmap_threshold"] == 0
     assert summary["cleanup"]["cycles"] >= 3
     assert summary["sessions"]["leaked"] == 0
     assert summary["sessions"]["rows_after_shutdown"] is None  # not ours to stop

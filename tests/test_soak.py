@@ -33,19 +33,21 @@ def test_soak_holds_its_invariants(tmp_path: Path, duration: str) -> None:
     reasons = summary["sessions"]["removed_by_reason"]
     assert reasons.get("disconnected", 0) + reasons.get("stream_closed", 0) > 0  # abrupt drops and closes
     assert reasons.get("expired", 0) > 0  # abandoned sessions swept
-    assert summary["sessions"]["leaked"] == 0
+    assert summary["sessions"]["leaked"] == 0 and figures["sessions_drained"] == 0
+    assert summary["config"]["drain"] == 4 + 2 * 1 + 1  # TTL + two intervals + 1 s
     report = (out / "report.html").read_text()
     assert "<h2>Soak</h2>" in report and report.count("data:image/png;base64,") == 4
 
 
 def _sample(t: float, phase: str, rss_mb: float, fds: int, tasks: int) -> dict:
     return {"t": t, "phase": phase, "worker": "0", "rss_bytes": int(rss_mb * 2**20), "open_fds": fds,
-            "pool_connections": 5, "asyncio_tasks": tasks, "sessions_persistent": 0}
+            "pool_connections": 5, "asyncio_tasks": tasks, "sessions_persistent": 0, "sessions_active": 0}
 
 
-def _samples(rss_end: float, fds_end: int, tasks_end: int) -> list[dict]:
+def _samples(rss_end: float, fds_end: int, tasks_end: int, sessions_end: int = 0) -> list[dict]:
     load = [_sample(t, "load", 60 + (rss_end - 60) * t / 100, 40, 30) for t in range(0, 101, 5)]
-    return [_sample(-1, "baseline", 60, 20, 4), *load, _sample(105, "drained", rss_end, fds_end, tasks_end)]
+    drained = {**_sample(105, "drained", rss_end, fds_end, tasks_end), "sessions_active": sessions_end}
+    return [_sample(-1, "baseline", 60, 20, 4), *load, drained]
 
 
 EVENTS = [{"t": 0.0, "kind": "load_start"}, {"t": 100.0, "kind": "load_end"}]
@@ -74,6 +76,7 @@ def test_soak_figures_split_malloc_in_use_from_kept_free() -> None:
     (_samples(61, 20, 4), [{"sessions_created": 10, "sessions_removed": 6, "sessions_active": 3}], 0,
      "balanced_every_sample"),
     (_samples(61, 20, 4), BALANCED, 2, "no_leaked_rows"),
+    (_samples(61, 20, 4, sessions_end=1), BALANCED, 0, "no_sessions_after_drain"),
 ])
 def test_soak_checks_catch_growth_and_leaks(samples, pool_samples, leaked, failing) -> None:
     soak = soak_summary(samples, pool_samples, EVENTS, leaked)

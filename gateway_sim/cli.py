@@ -18,6 +18,7 @@ from gateway_sim.config import (
     add_allocator_argument,
     add_registry_arguments,
     add_store_arguments,
+    as_flag_message,
     registry_config_from_args,
     store_config_from_args,
 )
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(as_flag_message(exc))
     try:
         asyncio.run(serve(config))
     except OSError as exc:

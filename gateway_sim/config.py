@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field, fields
 
 from gateway_sim.allocator import DEFAULT_MMAP_THRESHOLD, validate_mmap_threshold
@@ -170,6 +171,11 @@ def registry_config_from_args(args: argparse.Namespace) -> RegistryConfig:
     """Build a :class:`RegistryConfig` from parsed arguments."""
     names = {f.name for f in fields(RegistryConfig)}
     return RegistryConfig(**{name: getattr(args, name) for name in names})
+
+
+def as_flag_message(exc: ValueError) -> str:
+    """A config error worded with the command-line flag: ``pool_size must …`` becomes ``--pool-size must …``."""
+    return re.sub(r"^([a-z_]+) must", lambda m: f"--{m[1].replace('_', '-')} must", str(exc))
 
 
 def add_allocator_argument(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from gateway_sim.config import (
     add_allocator_argument,
     add_registry_arguments,
     add_store_arguments,
+    as_flag_message,
     registry_config_from_args,
     store_config_from_args,
 )
@@ -49,7 +50,10 @@ def add_gateway_options(parser: argparse.ArgumentParser) -> None:
 
 def check_gateway_options(args: argparse.Namespace) -> None:
     """Raise ``ValueError`` naming a gateway knob the gateway would refuse, before anything is started."""
-    GatewayConfig(store=store_config_from_args(args, ""), registry=registry_config_from_args(args),
-                  sse_keepalive=args.sse_keepalive, malloc_mmap_threshold=args.malloc_mmap_threshold)
+    try:
+        GatewayConfig(store=store_config_from_args(args, ""), registry=registry_config_from_args(args),
+                      sse_keepalive=args.sse_keepalive, malloc_mmap_threshold=args.malloc_mmap_threshold)
+    except ValueError as exc:
+        raise ValueError(as_flag_message(exc)) from None
     if args.gateway_workers < 1:
         raise ValueError("--gateway-workers must be >= 1")

@@ -77,4 +77,4 @@ def test_gateway_refuses_a_bad_threshold() -> None:
     out = subprocess.run([sys.executable, "-m", "gateway_sim", "--db-url", "postgresql://127.0.0.1:1/x",
                           "--malloc-mmap-threshold", "-4"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
-    assert "malloc_mmap_threshold must be 0" in out.stderr and "Traceback" not in out.stderr
+    assert "--malloc-mmap-threshold must be 0" in out.stderr and "Traceback" not in out.stderr

@@ -74,9 +74,9 @@ def test_bad_run_arguments_exit_2(tmp_path, capsys) -> None:
     assert exc.value.code == 2
     assert main(["run", "--gate", str(tmp_path / "missing.toml")]) == 2
     assert main(["run", "--malloc-mmap-threshold", "-1", "--out", str(tmp_path / "x")]) == 2
-    assert "malloc_mmap_threshold must be 0" in capsys.readouterr().err
+    assert "--malloc-mmap-threshold must be 0" in capsys.readouterr().err
     assert main(["run", "--pool-size", "0", "--out", str(tmp_path / "x")]) == 2  # refused before anything starts
-    assert "pool_size must be >= 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "--pool-size must be >= 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_run_against_a_gateway_it_did_not_start(start_gateway, db_url, tmp_path) -> None:

@@ -33,9 +33,12 @@ def _glibc() -> ctypes.CDLL | None:
     if platform.libc_ver()[0] != "glibc":
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
+    if hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+    return libc
 
 
 def validate_mmap_threshold(value: int) -> None:
@@ -60,6 +63,5 @@ def heap_stats() -> dict[str, int] | None:
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return None
-    libc.mallinfo2.restype = _MallInfo2
     info = libc.mallinfo2()
     return {"malloc_in_use_bytes": int(info.uordblks + info.hblkhd), "malloc_free_bytes": int(info.fordblks)}

@@ -198,11 +198,11 @@ def soak_plot(samples: list[dict[str, Any]], events: list[dict[str, Any]]) -> st
         ts = [s["t"] for s in mine]
         axes[0].plot(ts, [s["rss_bytes"] / 2**20 for s in mine], "o-", ms=3, label=f"RSS (w{worker})")
         heap = [s for s in mine if s.get("malloc_in_use_bytes") is not None]
-        if heap:
-            axes[0].plot([s["t"] for s in heap], [s["malloc_in_use_bytes"] / 2**20 for s in heap], "--",
-                         label=f"malloc in use (w{worker})")
-            axes[0].plot([s["t"] for s in heap], [s["malloc_free_bytes"] / 2**20 for s in heap], ":",
-                         label=f"malloc kept free (w{worker})")
+        for key, style, label in (("malloc_in_use_bytes", "--", "malloc in use"),
+                                  ("malloc_free_bytes", ":", "malloc kept free")):
+            if heap:
+                axes[0].plot([s["t"] for s in heap], [s[key] / 2**20 for s in heap], style,
+                             label=f"{label} (w{worker})")
         axes[1].plot(ts, [s["open_fds"] for s in mine], "o-", ms=3, label=f"open fds (w{worker})")
         axes[1].plot(ts, [s["sessions_persistent"] for s in mine], ":", label=f"SSE sessions (w{worker})")
         axes[2].plot(ts, [s["asyncio_tasks"] for s in mine], "o-", ms=3, label=f"asyncio tasks (w{worker})")

@@ -34,11 +34,11 @@ from typing import Any
 
 import psutil
 
-from harness.arglists import list_of
 from harness.cli import _Parser
-from harness.gateway_proc import GatewayError, GatewayProcess
-from harness.locust_proc import master_port_args
-from harness.postgres import EmbeddedPostgres, ProviderError
+from harness.commands.arglists import list_of
+from harness.scenario.locust_proc import master_port_args
+from harness.sut.gateway_proc import GatewayError, GatewayProcess
+from harness.sut.postgres import EmbeddedPostgres, ProviderError
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "mcp_sessions.py"
 MCP_TYPES = {"GET", "POST", "DELETE", "SSE"}

@@ -29,8 +29,8 @@ from pathlib import Path
 from locust_capacity import Row, postgres_root, run_one
 
 from harness.cli import _Parser
-from harness.gateway_proc import GatewayError, GatewayProcess
-from harness.postgres import EmbeddedPostgres, ProviderError
+from harness.sut.gateway_proc import GatewayError, GatewayProcess
+from harness.sut.postgres import EmbeddedPostgres, ProviderError
 from locustfiles.options import parse_lifetime, parse_ratio
 
 PROCESS_COUNTS = (1, 2)

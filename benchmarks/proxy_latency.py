@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import psycopg
 
 from gateway_sim.pool_monitor import percentile
-from harness.arglists import list_of
 from harness.cli import _Parser
-from harness.latency_proxy import LatencyProxy, time_round_trips
-from harness.postgres import EmbeddedPostgres, ProviderError
+from harness.commands.arglists import list_of
+from harness.sut.latency_proxy import LatencyProxy, time_round_trips
+from harness.sut.postgres import EmbeddedPostgres, ProviderError
 
 
 def measure(latencies: Sequence[float], jitter_ms: float, round_trips: int) -> list[dict[str, float]]:

@@ -13,21 +13,24 @@ import sys
 from collections.abc import Sequence
 
 from harness.errors import UsageError
-from harness.gateway_proc import GatewayError
-from harness.postgres import ProviderError
+from harness.sut.gateway_proc import GatewayError
+from harness.sut.postgres import ProviderError
 
 # command -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("harness.up", "start Postgres and the gateway and keep them running until Ctrl-C"),
-    "run": ("harness.run", "the main job: Locust churns sessions while cleanup cycles and the DB pool are measured"),
-    "bench": ("harness.bench", "measure cleanup cycles in-process against real Postgres, beside the model"),
-    "model": ("harness.model", "print the model's cycle time and binding constraint without running anything"),
-    "latency": ("harness.latency_cmd", "show or change the injected DB latency of a running gateway"),
-    "gate": ("harness.gate", "pass or fail results on thresholds and baseline regressions (exit 99 on failure)"),
-    "baseline": ("harness.baseline", "save a run's results as a baseline for 'gate --baseline'"),
-    "sweep": ("harness.sweep", "capacity-planning sweep over a grid of knobs, with report and recommendation"),
-    "fault": ("harness.fault_cmd", "inject database faults into a running 'harness up' (kill, restart, errors, …)"),
-    "soak": ("harness.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
+    "up": ("harness.commands.up", "start Postgres and the gateway and keep them running until Ctrl-C"),
+    "run": ("harness.scenario.run",
+            "the main job: Locust churns sessions while cleanup cycles and the DB pool are measured"),
+    "bench": ("harness.capacity.bench", "measure cleanup cycles in-process against real Postgres, beside the model"),
+    "model": ("harness.capacity.model", "print the model's cycle time and binding constraint without running anything"),
+    "latency": ("harness.commands.latency", "show or change the injected DB latency of a running gateway"),
+    "gate": ("harness.gate.evaluate",
+             "pass or fail results on thresholds and baseline regressions (exit 99 on failure)"),
+    "baseline": ("harness.gate.baseline", "save a run's results as a baseline for 'gate --baseline'"),
+    "sweep": ("harness.capacity.sweep", "capacity-planning sweep over a grid of knobs, with report and recommendation"),
+    "fault": ("harness.commands.fault",
+              "inject database faults into a running 'harness up' (kill, restart, errors, …)"),
+    "soak": ("harness.scenario.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
 }
 
 EXIT_OK = 0

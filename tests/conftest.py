@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from harness.gateway_proc import GatewayProcess
-from harness.postgres import EmbeddedPostgres
+from harness.sut.gateway_proc import GatewayProcess
+from harness.sut.postgres import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")

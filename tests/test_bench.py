@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.bench import BenchPoint, measure_point, points_from_args
+from harness.capacity.bench import BenchPoint, measure_point, points_from_args
 from harness.cli import build_parser, main
 
 ROW_KEYS = {"strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "measured_ms", "model_ms",

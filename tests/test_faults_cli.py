@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.faults import FaultSpec, fault_summary, parse_fault
+from harness.faults.injectors import FaultSpec, fault_summary, parse_fault
 from tests.test_cleanup_live import _open_sse
 from tests.test_faults_gateway import _get, _wait_cycles
 from tests.test_run_e2e import SHORT_RUN

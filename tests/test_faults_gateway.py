@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from harness import faults
-from harness.dbsync import sync_session
+from harness.faults import injectors as faults
+from harness.sut.dbsync import sync_session
 from tests.test_cleanup_live import _open_sse
 
 SESSIONS = 5

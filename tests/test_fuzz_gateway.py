@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from gateway_sim import app as gateway_app
 from gateway_sim import mcp
-from harness.gateway_proc import GatewayProcess
+from harness.sut.gateway_proc import GatewayProcess
 
 SHORT_EXAMPLES, FULL_EXAMPLES = 100, 1000
 EXAMPLES_ENV = "GATEWAY_FUZZ_EXAMPLES"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.gate import run_gate
+from harness.gate.evaluate import run_gate
 from tests.gate_samples import BENCH, SUMMARY, summary, write_results
 
 Capture = pytest.CaptureFixture[str]

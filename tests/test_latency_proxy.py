@@ -26,8 +26,8 @@ from sqlalchemy.engine import make_url
 from gateway_sim import store as st
 from gateway_sim.config import StoreConfig
 from gateway_sim.store import open_store
-from harness.latency_proxy import LatencyProxy, parse_address, time_round_trips, validate_latency
-from harness.postgres import EmbeddedPostgres, free_port
+from harness.sut.latency_proxy import LatencyProxy, parse_address, time_round_trips, validate_latency
+from harness.sut.postgres import EmbeddedPostgres, free_port
 
 L_MS = 20.0
 ROUND_TRIPS = 20
@@ -223,7 +223,7 @@ def test_arguments_are_validated() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.latency_proxy", *args], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "harness.sut.latency_proxy", *args], capture_output=True, text=True, timeout=30
     )
 
 
@@ -250,7 +250,7 @@ def test_cli_proxies_until_sigterm(pg_server: EmbeddedPostgres) -> None:
         [
             sys.executable,
             "-m",
-            "harness.latency_proxy",
+            "harness.sut.latency_proxy",
             "--upstream",
             f"{pg_server.host}:{pg_server.port}",
             "--latency-ms",

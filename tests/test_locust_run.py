@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.locust_proc import master_port_args
+from harness.scenario.locust_proc import master_port_args
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "mcp_sessions.py"
 MCP_TYPES = {"GET", "POST", "DELETE", "SSE"}

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from harness.capacity.model import ModelInput, effective_concurrency, predict
 from harness.cli import main
-from harness.model import ModelInput, effective_concurrency, predict
 
 
 def test_seed_example_bounded_100_sessions_50ms() -> None:

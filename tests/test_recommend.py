@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.recommend import Target, extrapolate, feasible, recommend
+from harness.capacity.recommend import Target, extrapolate, feasible, recommend
 
 
 def row(**overrides):

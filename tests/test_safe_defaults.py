@@ -22,7 +22,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway_sim import app as gateway_app
 from gateway_sim.cli import build_parser
-from harness.gateway_proc import GatewayProcess
+from harness.sut.gateway_proc import GatewayProcess
 from tests import test_mcp_protocol
 from tests.test_mcp_protocol import SESSION_ID, assert_error, open_sse, rpc
 

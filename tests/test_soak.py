@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.soak import soak_summary, unbalanced_samples
+from harness.scenario.soak import soak_summary, unbalanced_samples
 
 
 @pytest.mark.parametrize("duration", [

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, main
-from harness.sweep import (
+from harness.capacity.sweep import (
     POINTS_FILE,
     PointStore,
     grid_points,
@@ -17,6 +16,7 @@ from harness.sweep import (
     run_grid,
     skip_note,
 )
+from harness.cli import build_parser, main
 
 EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "docs" / "sweep-example" / "plan.toml"
 

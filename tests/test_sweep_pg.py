@@ -58,7 +58,7 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, db_url, capsys) -> None:
     assert (out / "points.jsonl").read_bytes() == finished
 
 
-@pytest.mark.skipif(importlib.util.find_spec("harness.run") is None, reason="harness run is not available")
+@pytest.mark.skipif(importlib.util.find_spec("harness.scenario.run") is None, reason="harness run is not available")
 def test_run_mode_drives_a_point_with_locust(tmp_path, db_url) -> None:
     out = tmp_path / "sweep"
     assert main(["sweep", "--mode", "run", "--db-url", db_url, "--sessions", "5", "--db-latency-ms", "2",

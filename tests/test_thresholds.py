@@ -1,4 +1,4 @@
-"""The threshold/regression grammar and key resolution of ``harness.thresholds``."""
+"""The threshold/regression grammar and key resolution of ``harness.gate.thresholds``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.thresholds import (
+from harness.gate.thresholds import (
     GrammarError,
     KeyLookupError,
     parse_key,

@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway_sim.config import StoreConfig
-from harness.arglists import duration_seconds
-from harness.calibrate import calibrate
-from harness.collect import Collected, Collector, get_json
-from harness.dbsync import sync_session
+from harness.commands.arglists import duration_seconds
+from harness.commands.options import add_database_options, add_gateway_options, check_gateway_options
 from harness.errors import UsageError
-from harness.faults import FaultScheduler, check_fits, fault_spec
-from harness.locust_proc import LocustOptions, LocustProcess, read_stats
-from harness.manifest import build_manifest, package_versions
-from harness.options import add_database_options, add_gateway_options, check_gateway_options
-from harness.progress import Progress
-from harness.report import write_report
-from harness.stack import ExternalGateways, Stack, StackOptions
-from harness.summarize import cleanup_summary, pool_summary, read_jsonl, sessions_summary
+from harness.faults.injectors import FaultScheduler, check_fits, fault_spec
+from harness.report.run_report import write_report
+from harness.scenario.calibrate import calibrate
+from harness.scenario.collect import Collected, Collector, get_json
+from harness.scenario.locust_proc import LocustOptions, LocustProcess, read_stats
+from harness.scenario.manifest import build_manifest, package_versions
+from harness.scenario.progress import Progress
+from harness.scenario.summarize import cleanup_summary, pool_summary, read_jsonl, sessions_summary
+from harness.sut.dbsync import sync_session
+from harness.sut.stack import ExternalGateways, Stack, StackOptions
 
 RUN_SESSION_TTL = 30.0
 RUN_DB_LATENCY_MS = 10.0  # a database a few milliseconds away, so the model's latency term is visible
@@ -316,7 +316,7 @@ def run(args: argparse.Namespace, extensions: Sequence[RunExtension] = ()) -> in
     print_summary(summary, out_dir)
     print(f"wrote {out_dir}/summary.json, report.html, cycles.csv, pool.csv, locust_stats.csv", file=sys.stderr)
     if args.gate is not None:
-        from harness.gate import run_gate
+        from harness.gate.evaluate import run_gate
 
         return run_gate(out_dir, [], thresholds_file=args.gate)
     return 0

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.model import ModelInput, predict
-from harness.recommend import Recommendation, Target
+from harness.capacity.model import ModelInput, predict
+from harness.capacity.recommend import Recommendation, Target
 
 Row = dict[str, Any]
 BINDING_COLORS = {"semaphore": "#1f77b4", "executor": "#d62728", "pool": "#ff7f0e", "max_connections": "#9467bd",

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from harness.thresholds import Outcome
+from harness.gate.thresholds import Outcome
 
 PASS, FAIL = "✓", "✗"
 GATE_MD = "gate.md"

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.postgres import free_port
+from harness.sut.postgres import free_port
 
 # locustfiles/ is installed beside harness/ (site-packages or the source tree).
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "mcp_sessions.py"
+LOCUSTFILE = Path(__file__).resolve().parents[2] / "locustfiles" / "mcp_sessions.py"
 CLEANUP_TYPE = "CLEANUP"
 
 

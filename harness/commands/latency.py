@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway_sim import store as st
-from harness.dbsync import sync_session
 from harness.errors import UsageError
-from harness.state import read_state
+from harness.sut.dbsync import sync_session
+from harness.sut.state import read_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.faults import FaultScheduler, FaultSpec, FaultTarget, RestartControl, fault_spec, set_knobs
-from harness.state import read_state
+from harness.faults.injectors import FaultScheduler, FaultSpec, FaultTarget, RestartControl, fault_spec, set_knobs
+from harness.sut.state import read_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,10 +26,10 @@ from gateway_sim.config import DRIVERS, STRATEGIES, RegistryConfig, StoreConfig,
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.transports import SyntheticTransport
-from harness.arglists import list_of
-from harness.calibrate import calibrate_store
-from harness.model import ModelInput, predict
-from harness.postgres import provider_for
+from harness.capacity.model import ModelInput, predict
+from harness.commands.arglists import list_of
+from harness.scenario.calibrate import calibrate_store
+from harness.sut.postgres import provider_for
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench and print/write its rows."""
-    from harness.manifest import build_manifest
+    from harness.scenario.manifest import build_manifest
 
     if args.repeats < 1:
         raise ValueError("--repeats must be >= 1")

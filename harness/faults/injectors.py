@@ -40,9 +40,9 @@ from typing import Any
 from sqlalchemy import text
 
 from gateway_sim import store as st
-from harness.collect import GATEWAY_APP_PREFIX
-from harness.dbsync import sync_session
 from harness.errors import UsageError
+from harness.scenario.collect import GATEWAY_APP_PREFIX
+from harness.sut.dbsync import sync_session
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ control endpoint (``GET``/``POST /latency``) lets another process change the lat
 
 Run alone::
 
-    python -m harness.latency_proxy --upstream 127.0.0.1:5432 --listen 127.0.0.1:0 --latency-ms 20
+    python -m harness.sut.latency_proxy --upstream 127.0.0.1:5432 --listen 127.0.0.1:0 --latency-ms 20
 """
 
 from __future__ import annotations
@@ -391,7 +391,7 @@ def _address_arg(text: str) -> tuple[str, int]:
 def build_parser() -> argparse.ArgumentParser:
     from harness.cli import _Parser  # one-line errors, exit 2, like every harness command
 
-    parser = _Parser(prog="python -m harness.latency_proxy", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m harness.sut.latency_proxy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--upstream", type=_address_arg, required=True, help="Postgres HOST:PORT")
     parser.add_argument(
         "--listen", type=_address_arg, default=("127.0.0.1", 0), help="HOST:PORT (port 0 picks)"

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from harness.collect import Collected
+from harness.scenario.collect import Collected
 
 
 def figure_png(fig: Any) -> str:

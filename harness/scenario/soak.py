@@ -31,10 +31,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from harness import run as run_cmd
-from harness.arglists import duration_seconds
-from harness.collect import get_json
-from harness.report import figure_png
+from harness.commands.arglists import duration_seconds
+from harness.report.run_report import figure_png
+from harness.scenario import run as run_cmd
+from harness.scenario.collect import get_json
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from gateway_sim import store as st
-from harness.dbsync import sync_session
-from harness.gateway_proc import GatewayProcess, forwarded_gateway_args
-from harness.postgres import PostgresProvider, provider_for
+from harness.sut.dbsync import sync_session
+from harness.sut.gateway_proc import GatewayProcess, forwarded_gateway_args
+from harness.sut.postgres import PostgresProvider, provider_for
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Stack:
             raise
 
     def _start_proxy(self) -> None:
-        from harness.latency_proxy import LatencyProxy
+        from harness.sut.latency_proxy import LatencyProxy
 
         url = make_url(self.db_url)
         if not url.host or url.host.startswith("/"):

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway_sim.config import DRIVERS, STRATEGIES, default_executor_threads
-from harness.arglists import duration_seconds, list_of
-from harness.bench import BenchPoint, collapse, expand, measure_point, nominal_model_ms, skipped_row
+from harness.capacity.bench import BenchPoint, collapse, expand, measure_point, nominal_model_ms, skipped_row
+from harness.capacity.model import predict
+from harness.capacity.recommend import Recommendation, Target, recommend, recommend_per_strategy
+from harness.commands.arglists import duration_seconds, list_of
 from harness.errors import UsageError
-from harness.model import predict
-from harness.recommend import Recommendation, Target, recommend, recommend_per_strategy
-from harness.tomlfile import read_toml
+from harness.gate.tomlfile import read_toml
 
 MODES = ("bench", "run")
 GRID = ("strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size", "max_overflow",
@@ -405,8 +405,8 @@ def write_outputs(spec: SweepSpec, rows: Sequence[Row], answers: Answers) -> Non
 
     ``answers`` maps ``"any"`` (the overall recommendation) and each strategy to its answers.
     """
-    from harness.manifest import build_manifest
-    from harness.sweep_report import write_report
+    from harness.report.sweep_report import write_report
+    from harness.scenario.manifest import build_manifest
 
     spec.out.mkdir(parents=True, exist_ok=True)
     write_csv(spec.out / "sweep.csv", rows)
@@ -431,7 +431,7 @@ def print_recommendations(answers: Answers, target: Target) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.sweep_report import answer_grid
+    from harness.report.sweep_report import answer_grid
 
     headers, lines = answer_grid(answers)
     table = Table(title=f"smallest settings for cycle p95 ≤ {target.cycle_ms:g} ms, "
@@ -468,7 +468,7 @@ def _progress_bar() -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run (or continue) the sweep, then write the table, the report and the recommendation."""
-    from harness.postgres import provider_for
+    from harness.sut.postgres import provider_for
 
     spec = resolve(args)
     points = grid_points(spec)

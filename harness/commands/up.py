@@ -10,10 +10,10 @@ import signal
 import threading
 from pathlib import Path
 
-from harness.faults import RestartControl
-from harness.options import add_database_options, add_gateway_options, check_gateway_options
-from harness.stack import Stack, StackOptions
-from harness.state import default_state_path, remove_state, write_state
+from harness.commands.options import add_database_options, add_gateway_options, check_gateway_options
+from harness.faults.injectors import RestartControl
+from harness.sut.stack import Stack, StackOptions
+from harness.sut.state import default_state_path, remove_state, write_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 RESULTS is a results directory (with summary.json) or a JSON file (a summary, a bench JSON, a baseline file).
 Thresholds (``--threshold "cleanup.total_ms.p95 < 500ms"``) and regressions (``--max-regression
-"cleanup.model_ratio.p95=20%"`` with ``--baseline``) follow the grammar of ``harness.thresholds``.
+"cleanup.model_ratio.p95=20%"`` with ``--baseline``) follow the grammar of ``harness.gate.thresholds``.
 
 They may also live in a TOML file (``--thresholds gate.toml``) or, when no check is given on the command line,
 in a ``[tool.mcp_loadtest.gate]`` table of ./pyproject.toml, with the same keys::
@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.baseline import ResultsDoc, describe_machine, load_results
 from harness.errors import UsageError
-from harness.gate_report import print_outcomes, write_reports
-from harness.thresholds import (
+from harness.gate.baseline import ResultsDoc, describe_machine, load_results
+from harness.gate.thresholds import (
     Outcome,
     Regression,
     Threshold,
@@ -38,7 +37,8 @@ from harness.thresholds import (
     resolve,
     show_value,
 )
-from harness.tomlfile import read_toml
+from harness.gate.tomlfile import read_toml
+from harness.report.gate_report import print_outcomes, write_reports
 
 EXIT_PASSED = 0
 EXIT_HARNESS_FAILED = 1

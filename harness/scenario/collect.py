@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from harness.dbsync import sync_session
+from harness.sut.dbsync import sync_session
 
 log = logging.getLogger(__name__)
 

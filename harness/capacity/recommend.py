@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.model import ModelInput, predict
+from harness.capacity.model import ModelInput, predict
 
 SETTINGS = ("strategy", "max_concurrent", "pool_size", "max_overflow", "executor_threads", "batch_size")
 Row = Mapping[str, Any]

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway_sim.pool_monitor import histogram_percentile, percentile
-from harness.calibrate import Calibration
-from harness.collect import Collected
-from harness.model import ModelInput, predict
+from harness.capacity.model import ModelInput, predict
+from harness.scenario.calibrate import Calibration
+from harness.scenario.collect import Collected
 
 
 def stats(values: Iterable[float | None]) -> dict[str, float | None]:
@@ -33,7 +33,7 @@ def cycle_model_ms(cycle: dict[str, Any], calibration: Calibration, config: dict
     """The model's time for one recorded cycle: its own session counts, the run's calibrated costs.
 
     ``checked × check + removed_disconnected × L_delete + refresh rounds × L_refresh`` with the
-    refresh rounds of :func:`harness.model.predict` (checks cost ≈ 0 for live transports).
+    refresh rounds of :func:`harness.capacity.model.predict` (checks cost ≈ 0 for live transports).
     """
     connected = int(cycle["checked"]) - int(cycle["removed_disconnected"])
     result = predict(ModelInput(

@@ -1,0 +1,1 @@
+"""The model, the bench and sweep engines, the recommendation."""

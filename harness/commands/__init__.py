@@ -1,0 +1,1 @@
+"""Argument parsing and exit codes of the sub-commands."""

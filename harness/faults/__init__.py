@@ -1,0 +1,1 @@
+"""Database faults injected during a run."""

@@ -1,0 +1,1 @@
+"""Thresholds, their evaluation, baselines."""

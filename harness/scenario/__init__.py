@@ -1,0 +1,1 @@
+"""One run: the Locust process, the collector, calibration, summaries."""

@@ -1,0 +1,1 @@
+"""What the harness starts: Postgres, gateway processes, the latency proxy, the stack."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway_sim.settings import (
+    APPLICATION_PREFIX,
     DRIVERS,
     GATEWAY,
     GATEWAY_SETTINGS,
@@ -110,7 +111,7 @@ def gateway_config(values: Any, **overrides: Any) -> GatewayConfig:
     registry_overrides = {k: overrides.pop(k) for k in list(overrides)
                           if GATEWAY.get(k) and GATEWAY[k].part == "registry"}
     worker_id = overrides.get("worker_id", getattr(values, "worker_id", GATEWAY["worker_id"].default))
-    store_overrides.setdefault("application_name", f"mcp-gateway-sim:{worker_id}")
+    store_overrides.setdefault("application_name", f"{APPLICATION_PREFIX}:{worker_id}")
     return GatewayConfig(store=store_config(values, **store_overrides),
                          registry=registry_config(values, **registry_overrides),
                          **values_from(values, _part("gateway"), **overrides))

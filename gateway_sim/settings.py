@@ -26,6 +26,9 @@ from gateway_sim.allocator import DEFAULT_MMAP_THRESHOLD, validate_mmap_threshol
 PARTS = ("store", "registry", "gateway", "load", "stack", "run", "capacity")
 GATEWAY_PARTS = ("store", "registry", "gateway")
 
+APPLICATION_PREFIX = "mcp-gateway-sim"
+"""The ``application_name`` of every gateway connection starts with this (``mcp-gateway-sim:WORKER``)."""
+
 STRATEGIES = ("sequential", "gather", "bounded", "batched")
 DRIVERS = ("thread", "async")
 
@@ -118,7 +121,7 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("pool_pre_ping", "store", bool, False,
             "test each pooled connection on checkout and replace a dead one (default off: a dead connection fails "
             "its statement and the pool is invalidated)", switch=True),
-    Setting("application_name", "store", _text, "mcp-gateway-sim", "application_name of the gateway's connections",
+    Setting("application_name", "store", _text, APPLICATION_PREFIX, "application_name of the gateway's connections",
             forward=False, reported=False, command_line=False),
     # registry: how the cleanup cycle runs
     Setting("strategy", "registry", _text, "bounded", "phase-2 refresh strategy", choices=STRATEGIES),
@@ -215,37 +218,48 @@ def scalar_type(row: Setting) -> Callable[[str], Any]:
     return convert
 
 
-def list_type(row: Setting) -> Callable[[str], list[Any]]:
-    """An argparse ``type=`` for ``a,b,c``: each item converted and checked, one clear error per bad item."""
+def list_of(convert: Callable[[str], Any], check: Callable[[Any], None] | None = None, *,
+            name: str | None = None) -> Callable[[str], list[Any]]:
+    """An argparse ``type=`` for ``a,b,c``: each item converted (and checked), one clear error per bad item."""
+    label = name or getattr(convert, "__name__", "value")
 
-    def convert(text: str) -> list[Any]:
+    def parse(text: str) -> list[Any]:
         items = [part.strip() for part in text.split(",") if part.strip()]
         if not items:
             raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
         values = []
         for item in items:
             try:
-                value = row.type(item)
+                value = convert(item)
             except (TypeError, ValueError):
-                raise argparse.ArgumentTypeError(f"{item!r} is not a valid {_type_name(row)}") from None
-            try:
-                row.check(value)
-            except ValueError as exc:
-                raise argparse.ArgumentTypeError(f"{item!r}: {exc}") from None
+                raise argparse.ArgumentTypeError(f"{item!r} is not a valid {label}") from None
+            if check is not None:
+                try:
+                    check(value)
+                except ValueError as exc:
+                    raise argparse.ArgumentTypeError(f"{item!r}: {exc}") from None
             values.append(value)
         return values
 
-    convert.__name__ = f"list of {_type_name(row)}"
-    return convert
+    parse.__name__ = f"list of {label}"
+    return parse
+
+
+def list_type(row: Setting) -> Callable[[str], list[Any]]:
+    """The list form of a row: ``a,b,c``, each item converted and checked like the row's single value."""
+    return list_of(row.type, row.check, name=_type_name(row))
 
 
 def _type_name(row: Setting) -> str:
     return {int: "int", float: "float"}.get(row.type, getattr(row.type, "__name__", "value").strip("_"))
 
 
-def values_from(namespace: Any, rows: Iterable[Setting], **overrides: Any) -> dict[str, Any]:
-    """The values of ``rows`` a parsed namespace carries (missing ones take the row's default)."""
-    out = {row.name: getattr(namespace, row.name, row.default_value()) for row in rows}
+def values_from(source: Any, rows: Iterable[Setting], **overrides: Any) -> dict[str, Any]:
+    """The values of ``rows`` that a parsed namespace or a mapping carries (missing ones take the row's default)."""
+    if isinstance(source, Mapping):
+        out = {row.name: source[row.name] if row.name in source else row.default_value() for row in rows}
+    else:
+        out = {row.name: getattr(source, row.name, row.default_value()) for row in rows}
     out.update(overrides)
     return out
 

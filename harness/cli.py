@@ -19,18 +19,18 @@ from harness.sut.postgres import ProviderError
 # command -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("harness.commands.up", "start Postgres and the gateway and keep them running until Ctrl-C"),
-    "run": ("harness.scenario.run",
+    "run": ("harness.commands.run",
             "the main job: Locust churns sessions while cleanup cycles and the DB pool are measured"),
-    "bench": ("harness.capacity.bench", "measure cleanup cycles in-process against real Postgres, beside the model"),
-    "model": ("harness.capacity.model", "print the model's cycle time and binding constraint without running anything"),
+    "bench": ("harness.commands.bench", "measure cleanup cycles in-process against real Postgres, beside the model"),
+    "model": ("harness.commands.model", "print the model's cycle time and binding constraint without running anything"),
     "latency": ("harness.commands.latency", "show or change the injected DB latency of a running gateway"),
     "gate": ("harness.gate.evaluate",
              "pass or fail results on thresholds and baseline regressions (exit 99 on failure)"),
     "baseline": ("harness.gate.baseline", "save a run's results as a baseline for 'gate --baseline'"),
-    "sweep": ("harness.capacity.sweep", "capacity-planning sweep over a grid of knobs, with report and recommendation"),
+    "sweep": ("harness.commands.sweep", "capacity-planning sweep over a grid of knobs, with report and recommendation"),
     "fault": ("harness.commands.fault",
               "inject database faults into a running 'harness up' (kill, restart, errors, …)"),
-    "soak": ("harness.scenario.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
+    "soak": ("harness.commands.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
 }
 
 EXIT_OK = 0
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._module.run(args))
-    except (UsageError, ValueError) as exc:
+    except UsageError as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ProviderError, GatewayError, OSError) as exc:
@@ -73,3 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"harness {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug in the harness, not bad input: say so, with the traceback in the log
+        logging.getLogger("harness").exception("harness %s failed unexpectedly", args.command)
+        print(f"harness {args.command}: internal error (traceback above); please report it", file=sys.stderr)
+        return EXIT_FAILED

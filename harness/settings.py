@@ -9,6 +9,7 @@ Commands add flags with :func:`add` by row name, with their own defaults where a
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,17 +30,23 @@ DEFAULT_RESERVED_CONNECTIONS = 3
 """Connections Postgres keeps for superusers and the harness's own sampling, left out of the model's budget."""
 
 
-def duration_seconds(text: str) -> float:
-    """``90``, ``90s``, ``5m``, ``1h`` → seconds (as Locust's ``--run-time`` takes them); ``ValueError`` else."""
+def parse_seconds(text: str, *, allow_zero: bool = False) -> float:
+    """``90``, ``90s``, ``5m``, ``1h`` → seconds (as Locust's ``--run-time`` takes them); ``ValueError`` for
+    anything else, a negative or non-finite time, and 0 unless ``allow_zero``. The one duration parser."""
     value = str(text).strip().lower()
     units = {"s": 1.0, "m": 60.0, "h": 3600.0}
     try:
         seconds = float(value[:-1]) * units[value[-1]] if value and value[-1] in units else float(value)
     except ValueError:
         raise ValueError(f"{text!r} is not a duration like 60, 60s, 5m or 1h") from None
-    if seconds <= 0:
-        raise ValueError(f"{text!r} must be a positive duration")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ValueError(f"{text!r} must be a {'non-negative' if allow_zero else 'positive'} duration")
     return seconds
+
+
+def duration_seconds(text: str) -> float:
+    """A positive duration in seconds (see :func:`parse_seconds`)."""
+    return parse_seconds(text)
 
 
 duration_seconds.__name__ = "duration"

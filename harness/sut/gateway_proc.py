@@ -14,7 +14,6 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway_sim.cli import READY_PREFIX
-from gateway_sim.settings import gateway_argv
 
 
 class GatewayError(RuntimeError):
@@ -112,9 +111,3 @@ class GatewayProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def forwarded_gateway_args(args: object) -> list[str]:
-    """The gateway command-line options for the forwarded gateway knobs ``args`` carries (see the table)."""
-    values = args if isinstance(args, dict) else vars(args)
-    return gateway_argv(values)

@@ -56,17 +56,17 @@ BALANCED = [{"sessions_created": 10, "sessions_removed": 7, "sessions_active": 3
 
 def test_soak_checks_pass_on_a_steady_gateway() -> None:
     soak = soak_summary(_samples(61, 20, 4), BALANCED, EVENTS, leaked=0)
-    assert soak["ok"] and soak["workers"]["0"]["window_s"] == 25
-    assert soak["workers"]["0"]["malloc_in_use_mb_first"] is None  # not reported: no figure, no failure
+    assert soak.ok and soak.workers["0"].window_s == 25
+    assert soak.workers["0"].malloc_in_use_mb_first is None  # not reported: no figure, no failure
 
 
 def test_soak_figures_split_malloc_in_use_from_kept_free() -> None:
     samples = _samples(61, 20, 4)
     for s in samples:
         s["malloc_in_use_bytes"], s["malloc_free_bytes"] = 16 * 2**20, int(s["t"] * 2**20 / 10)
-    figures = soak_summary(samples, BALANCED, EVENTS, leaked=0)["workers"]["0"]
-    assert figures["malloc_in_use_mb_first"] == figures["malloc_in_use_mb_last"] == 16
-    assert figures["malloc_free_mb_first"] == 1.25 and figures["malloc_free_mb_last"] == 8.75  # t 0-25, 75-100
+    figures = soak_summary(samples, BALANCED, EVENTS, leaked=0).workers["0"]
+    assert figures.malloc_in_use_mb_first == figures.malloc_in_use_mb_last == 16
+    assert figures.malloc_free_mb_first == 1.25 and figures.malloc_free_mb_last == 8.75  # t 0-25, 75-100
 
 
 @pytest.mark.parametrize("samples, pool_samples, leaked, failing", [
@@ -80,6 +80,6 @@ def test_soak_figures_split_malloc_in_use_from_kept_free() -> None:
 ])
 def test_soak_checks_catch_growth_and_leaks(samples, pool_samples, leaked, failing) -> None:
     soak = soak_summary(samples, pool_samples, EVENTS, leaked)
-    assert not soak["ok"]
-    assert [name for name, passed in soak["checks"].items() if not passed] == [failing]
+    assert not soak.ok
+    assert [name for name, passed in soak.checks.items() if not passed] == [failing]
     assert unbalanced_samples(pool_samples) == (1 if failing == "balanced_every_sample" else 0)

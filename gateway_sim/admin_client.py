@@ -2,7 +2,7 @@
 
 Plain ``urllib`` on purpose: the harness's threads, the benchmarks and the tests call it as it is, and on the
 Locust side gevent's monkey patching makes the same calls cooperative. Every method returns the decoded JSON
-object; an HTTP error raises :class:`AdminError` with the gateway's message, an unreachable gateway
+object; an HTTP error raises :class:`AdminError` (an ``OSError``) with the gateway's message, an unreachable gateway
 ``OSError`` (``urllib.error.URLError`` is one).
 """
 
@@ -17,12 +17,15 @@ from urllib.parse import urlencode
 DEFAULT_TIMEOUT = 10.0
 
 
-class AdminError(RuntimeError):
+class AdminError(OSError):
     """The gateway answered with an HTTP error status; ``status`` and the body's message are kept."""
 
     def __init__(self, url: str, status: int, detail: str) -> None:
         super().__init__(f"{url} answered {status}: {detail}")
         self.status = status
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class AdminClient:

@@ -9,10 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from gateway_sim.allocator import pin_mmap_threshold
-from gateway_sim.app import create_app
 from gateway_sim.config import GatewayConfig, gateway_config
 from gateway_sim.settings import GATEWAY_SETTINGS, add_settings
 
@@ -38,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM), then shut down cleanly."""
+    from aiohttp import web  # imported here: the harness reads READY_PREFIX without loading the server
+
+    from gateway_sim.app import create_app
+
     stop = stop or asyncio.Event()
     pin_mmap_threshold(config.malloc_mmap_threshold)
     loop = asyncio.get_running_loop()

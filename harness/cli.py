@@ -38,18 +38,33 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, as for every input error
+class CliParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit 2, as for every input error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every sub-command."""
-    parser = _Parser(prog="python -m harness", description="Load-test the session cleanup of an MCP gateway.")
+def _chosen(argv: Sequence[str] | None) -> set[str]:
+    """The sub-command named in ``argv`` (all of them when none is, or ``argv`` is not known)."""
+    if argv is None:
+        return set(COMMANDS)
+    named = [a for a in argv if a in COMMANDS]
+    return {named[0]} if named else set(COMMANDS)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser. Only the chosen sub-command's module is imported (so ``harness model`` starts
+    without the server, the load or the plots); without ``argv`` every sub-command is built."""
+    parser = CliParser(prog="python -m harness", description="Load-test the session cleanup of an MCP gateway.")
     parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     sub.required = True
+    chosen = _chosen(argv)
     for name, (module_name, help_text) in COMMANDS.items():
+        if name not in chosen:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(command)
@@ -59,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, dispatch, and map errors to exit codes."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

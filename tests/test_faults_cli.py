@@ -14,6 +14,7 @@ import pytest
 from harness.cli import main
 from harness.faults.spec import FaultSpec, parse_fault
 from harness.faults.summary import fault_summary
+from tests.golden_keys import golden, json_paths
 from tests.test_cleanup_live import _open_sse
 from tests.test_faults_gateway import _get, _wait_cycles
 from tests.test_run_e2e import SHORT_RUN
@@ -149,6 +150,7 @@ def test_run_with_every_fault(tmp_path: Path) -> None:
         args += ["--fault", spec]
     assert main(["run", *args]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert {k for k in golden("summary") if k.startswith("faults")} - json_paths(out / "summary.json") == set()
     entries = {e["spec"]: e for e in summary["faults"]}
     assert list(entries) == faults
     for spec, entry in entries.items():

@@ -10,6 +10,7 @@ import pytest
 
 from harness.cli import main
 from harness.scenario.soak import soak_summary, unbalanced_samples
+from tests.golden_keys import golden, json_paths
 
 
 @pytest.mark.parametrize("duration", [
@@ -23,6 +24,7 @@ def test_soak_holds_its_invariants(tmp_path: Path, duration: str) -> None:
     summary = json.loads((out / "summary.json").read_text())
     soak = summary["soak"]
     assert code == 0, soak
+    assert {k for k in golden("summary") if k.startswith("soak")} - json_paths(out / "summary.json") == set()
     assert all(soak["checks"].values()) and soak["ok"]
     assert soak["unbalanced_samples"] == 0 and soak["accounting_samples"] >= 15
     assert soak["samples"] >= 8  # baseline, every 2 s of the load, after the drain

@@ -20,6 +20,7 @@ from gateway_sim import mcp
 from gateway_sim import store as st
 from gateway_sim.allocator import heap_stats
 from gateway_sim.appkeys import CONFIG, CYCLES, REGISTRY, STORE, spawn
+from gateway_sim.costs import DEFAULT_SAMPLES, MAX_SAMPLES, measure_costs
 from gateway_sim.responses import HttpJsonRpc, finite_number, int_query, json_error
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,23 @@ async def admin_latency_post(request: web.Request) -> web.Response:
     return web.json_response(knobs)
 
 
+async def admin_calibrate(request: web.Request) -> web.Response:
+    """Measure this process's CPU per refresh, phase-1 check and phase-1 removal: ``{"samples": 300}`` runs a
+    burst of each at zero injected latency (restored after) with this gateway's driver and strategy."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (ValueError, RecursionError):
+        return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
+    if not isinstance(body, dict) or set(body) - {"samples"}:
+        return json_error(400, "expected an object with optionally samples", mcp.INVALID_PARAMS)
+    samples = body.get("samples", DEFAULT_SAMPLES)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
+        return json_error(400, f"samples must be an integer in [1, {MAX_SAMPLES}]", mcp.INVALID_PARAMS)
+    app = request.config_dict
+    costs = await measure_costs(app[STORE], app[CONFIG].registry, samples)
+    return web.json_response({"worker": app[CONFIG].worker_id, **costs.as_dict()})
+
+
 def create_admin_app() -> web.Application:
     """The ``/admin`` routes with their loopback-only middleware."""
     admin = web.Application(middlewares=[admin_middleware])
@@ -191,4 +209,5 @@ def create_admin_app() -> web.Application:
     admin.router.add_post("/latency", admin_latency_post)
     admin.router.add_get("/process", admin_process)
     admin.router.add_post("/hold-connections", admin_hold_connections)
+    admin.router.add_post("/calibrate", admin_calibrate)
     return admin

@@ -96,3 +96,8 @@ class AdminClient:
     def hold_connections(self, seconds: float) -> dict[str, Any]:
         """``POST /admin/hold-connections``: hold every pooled connection for ``seconds``."""
         return self.request("POST", "/admin/hold-connections", {"seconds": seconds})
+
+    def calibrate(self, samples: int | None = None, timeout: float = 120.0) -> dict[str, Any]:
+        """``POST /admin/calibrate``: the gateway's CPU per refresh, phase-1 check and removal, measured in it."""
+        return self.request("POST", "/admin/calibrate", {} if samples is None else {"samples": samples},
+                            timeout=timeout)

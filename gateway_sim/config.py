@@ -38,6 +38,7 @@ class RegistryConfig:
     strategy: str = _default("strategy")
     max_concurrent: int = _default("max_concurrent")
     batch_size: int = _default("batch_size")
+    phase1_removal: str = _default("phase1_removal")
     cleanup_interval: float = _default("cleanup_interval")
     session_ttl: float = _default("session_ttl")
 

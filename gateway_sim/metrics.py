@@ -42,6 +42,7 @@ class CycleRecord:
     max_overflow: int
     executor_threads: int | None
     error: str | None = None
+    phase1_removal: str = "per-session"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

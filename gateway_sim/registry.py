@@ -226,6 +226,46 @@ class SessionRegistry:
             await self.remove_session(session_id, "expired", delete_row=False)
         return len(expired)
 
+    async def refresh_connected(self, session_ids: Sequence[str]) -> list[RefreshResult]:
+        """Phase 2: refresh ``session_ids`` with the configured strategy; one result per id."""
+        if not session_ids:
+            return []
+        plan = RefreshPlan(
+            self._refresh_one, self._refresh_many, self.config.max_concurrent, self.config.batch_size
+        )
+        return await STRATEGY_FUNCTIONS[self.config.strategy](session_ids, plan)
+
+    async def phase1(self) -> tuple[list[str], int, int]:
+        """Phase 1 alone (see :meth:`_phase1`)."""
+        return await self._phase1()
+
+    async def _phase1(self) -> tuple[list[str], int, int]:
+        """Check every local persistent session; remove the gone ones. ``(connected, checked, removed)``.
+
+        ``per-session`` (upstream's way) deletes each gone session's row as it is found; ``batched`` closes
+        their transports as found and deletes all their rows in one statement at the end.
+        """
+        connected: list[str] = []
+        gone: list[str] = []
+        checked = removed = 0
+        batched = self.config.phase1_removal == "batched"
+        for session_id, transport in list(self.sessions.items()):
+            if not transport.persistent:
+                continue
+            checked += 1
+            if await transport.is_connected():
+                connected.append(session_id)
+            elif await self.remove_session(session_id, "disconnected", delete_row=not batched):
+                removed += 1
+                gone.append(session_id)
+        if batched and gone:
+            try:
+                await self.store.run(st.delete_gone_sessions, gone)
+            except Exception as exc:
+                self._pending_deletes.update(gone)
+                log.warning("deleting %d rows of gone sessions failed (retried next cycle): %s", len(gone), exc)
+        return connected, checked, removed
+
     async def run_cleanup_cycle(self) -> CycleRecord:
         """Run one cleanup cycle and record it."""
         async with self._cycle_lock:
@@ -249,22 +289,10 @@ class SessionRegistry:
             log.warning(error)
         t1 = time.perf_counter()
 
-        connected: list[str] = []
-        checked = removed_disconnected = 0
-        for session_id, transport in list(self.sessions.items()):
-            if not transport.persistent:
-                continue
-            checked += 1
-            if await transport.is_connected():
-                connected.append(session_id)
-            elif await self.remove_session(session_id, "disconnected"):
-                removed_disconnected += 1
+        connected, checked, removed_disconnected = await self._phase1()
         t2 = time.perf_counter()
 
-        plan = RefreshPlan(
-            self._refresh_one, self._refresh_many, self.config.max_concurrent, self.config.batch_size
-        )
-        results = await STRATEGY_FUNCTIONS[self.config.strategy](connected, plan) if connected else []
+        results = await self.refresh_connected(connected)
         refreshed = removed_missing = errors = 0
         for session_id, result in zip(connected, results, strict=True):
             if isinstance(result, BaseException):
@@ -281,6 +309,7 @@ class SessionRegistry:
             cycle=self._cycle_no,
             started_at=started_at,
             strategy=self.config.strategy,
+            phase1_removal=self.config.phase1_removal,
             driver=self.store.config.driver,
             max_concurrent=self.config.max_concurrent,
             expiry_ms=_ms(t1 - t0),

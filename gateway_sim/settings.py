@@ -31,6 +31,8 @@ APPLICATION_PREFIX = "mcp-gateway-sim"
 
 STRATEGIES = ("sequential", "gather", "bounded", "batched")
 DRIVERS = ("thread", "async")
+PHASE1_REMOVALS = ("per-session", "batched")
+LOOPS = ("asyncio", "uvloop")
 
 
 def default_executor_threads() -> int:
@@ -127,6 +129,9 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("strategy", "registry", _text, "bounded", "phase-2 refresh strategy", choices=STRATEGIES),
     Setting("max_concurrent", "registry", int, 20, "semaphore bound for the bounded strategy", minimum=1),
     Setting("batch_size", "registry", int, 500, "ids per UPDATE for the batched strategy", minimum=1),
+    Setting("phase1_removal", "registry", _text, "per-session",
+            "how phase 1 deletes the rows of gone sessions: per-session (one DELETE each, as upstream) or batched "
+            "(one DELETE … = ANY(:ids) for all gone sessions of the cycle)", choices=PHASE1_REMOVALS),
     Setting("cleanup_interval", "registry", float, 300.0, "seconds between cleanup cycles", above=0),
     Setting("session_ttl", "registry", float, 3600.0,
             "seconds of inactivity after which the sweep deletes a session row", above=0),

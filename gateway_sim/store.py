@@ -207,6 +207,21 @@ def delete_sessions(session: Executor, session_ids: Sequence[str]) -> int:
     return int(result.rowcount or 0)
 
 
+_DELETE_GONE = (
+    delete(SessionRow)
+    .where(SessionRow.session_id == func.any(bindparam("ids", type_=ARRAY(String))))
+    .returning(SessionRow.session_id)
+)
+
+
+def delete_gone_sessions(session: Executor, session_ids: Sequence[str]) -> list[str]:
+    """Phase 1, batched: one ``DELETE … WHERE session_id = ANY(:ids) RETURNING session_id`` for every gone
+    session of a cycle (their messages go by cascade); the ids whose rows were deleted."""
+    rows = session.execute(_DELETE_GONE, {"ids": list(session_ids)}).all()
+    session.commit()
+    return [row[0] for row in rows]
+
+
 _SELECT_ONE = select(SessionRow.session_id).where(SessionRow.session_id == bindparam("sid"))
 _TOUCH_ONE = update(SessionRow).where(SessionRow.session_id == bindparam("sid")).values(last_accessed=func.now())
 

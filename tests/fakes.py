@@ -25,6 +25,8 @@ class FakeStore:
         self.inflight_peak = 0
         self.refresh_calls = 0
         self.chunks: list[int] = []
+        self.statements: list[tuple[str, int]] = []  # row deletes: (statement, ids)
+        self.fail_deletes = False
 
     @property
     def executor_threads(self) -> int | None:
@@ -37,9 +39,17 @@ class FakeStore:
         elif name == "insert_sessions":
             self.rows.update(args[0])
         elif name in ("delete_session",):
+            self.statements.append((name, 1))
             self.rows.discard(args[0])
         elif name == "delete_sessions":
             self.rows.difference_update(args[0])
+        elif name == "delete_gone_sessions":
+            self.statements.append((name, len(args[0])))
+            if self.fail_deletes:
+                raise ConnectionError("database unavailable")
+            found = [i for i in args[0] if i in self.rows]
+            self.rows.difference_update(args[0])
+            return found
         elif name == "expire_sessions":
             return []
         else:

@@ -14,20 +14,20 @@ ROW_KEYS = {"strategy", "driver", "sessions", "max_concurrent", "db_latency_ms",
 
 def test_bench_cli_writes_rows_and_skips_hopeless_sequential(tmp_path, pg_url, capsys) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "--db-url", pg_url, "--sessions", "40", "--db-latency-ms", "10",
+    code = main(["bench", "--db-url", pg_url, "--sessions", "40", "--db-latency-ms", "50",
                  "--strategy", "sequential,bounded,batched", "--max-concurrent", "8", "--repeats", "2",
-                 "--max-seconds", "0.2", "--json", str(out)])
+                 "--max-seconds", "1", "--json", str(out)])
     assert code == 0
     rows = json.loads(out.read_text())["rows"]
     assert {r["strategy"] for r in rows} == {"sequential", "bounded", "batched"}
     for row in rows:
         assert set(row) >= ROW_KEYS
-        assert row["binding"] in ("semaphore", "executor", "pool", "max_connections", "none")
+        assert row["binding"] in ("semaphore", "executor", "pool", "max_connections", "cpu", "none")
     by = {r["strategy"]: r for r in rows}
-    assert by["sequential"]["skipped"] is True and by["sequential"]["measured_ms"] is None  # model 440 ms > 0.2 s
+    assert by["sequential"]["skipped"] is True and by["sequential"]["measured_ms"] is None  # model 2 s > 1 s
     bounded = by["bounded"]
     assert bounded["skipped"] is False and bounded["binding"] == "semaphore" and bounded["c_eff"] == 8
-    assert bounded["measured_ms"] >= 5 * 10  # ceil(40/8) rounds of at least the injected 10 ms
+    assert bounded["measured_ms"] >= 5 * 50  # ceil(40/8) rounds of at least the injected 50 ms (not the CPU)
     assert 0.5 < bounded["model_ratio"] < 5
     assert by["batched"]["measured_ms"] < bounded["measured_ms"]
     assert "measured vs model" in capsys.readouterr().out
@@ -49,7 +49,8 @@ def test_skipped_rows_respect_max_connections(tmp_path, capsys) -> None:
 
 async def test_thread_driver_point_names_the_executor(pg_url) -> None:
     row = await measure_point(BenchPoint(strategy="bounded", driver="thread", sessions=30, max_concurrent=10,
-                                         db_latency_ms=5, executor_threads=3), pg_url, repeats=1)
+                                         db_latency_ms=20, executor_threads=3), pg_url, repeats=1)
+    # 10 rounds of ≥ 20 ms dwarf the CPU of 30 refreshes: the executor, not the CPU, binds
     assert row.binding == "executor" and row.c_eff == 3
     assert row.executor_queue_peak >= 1
     assert row.max_inflight == 10  # the semaphore admits 10; only 3 threads run them

@@ -67,3 +67,76 @@ def test_model_command_bad_argument_exits_2(capsys) -> None:
         main(["model", "--sessions", "many", "--db-latency-ms", "30"])
     assert exc.value.code == 2
     assert "is not a valid int" in capsys.readouterr().err
+
+
+def test_cpu_roof_binds_when_the_loop_is_slower_than_the_round_trips() -> None:
+    # 1000 sessions, c=20, L=1 ms: 50 rounds × 1 ms = 50 ms of round trips, but 1000 × 0.2 ms = 200 ms of CPU
+    result = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.2))
+    assert result.binding == "cpu"
+    assert result.model_ms == pytest.approx(200.0)
+    assert result.terms["refresh_db_ms"] == pytest.approx(50.0)
+    assert result.c_eff == 20  # the concurrency limit is still reported
+
+
+def test_round_trips_bind_when_the_cpu_roof_is_lower() -> None:
+    # L=50 ms: 50 rounds × 50 ms = 2500 ms > 1000 × 0.2 ms
+    result = predict(ModelInput(sessions=1000, refresh_ms=50.0, cpu_refresh_ms=0.2))
+    assert (result.binding, result.model_ms) == ("semaphore", 2500.0)
+
+
+def test_cpu_roof_applies_to_batched_refreshes() -> None:
+    result = predict(ModelInput(sessions=10_000, refresh_ms=30.0, strategy="batched", cpu_refresh_ms=0.01))
+    assert result.terms["refresh_db_ms"] == 20 * 30.0
+    assert result.binding == "none"
+    result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01))
+    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(100.0))
+
+
+def test_checks_count_every_session_connected_or_not() -> None:
+    result = predict(ModelInput(sessions=900, disconnected=100, refresh_ms=0.0, cpu_check_ms=0.01))
+    assert result.terms["check_ms"] == pytest.approx(10.0)
+    # the older --check-ms is the same cost: the larger one counts, not both
+    both = predict(ModelInput(sessions=900, disconnected=100, refresh_ms=0.0, check_ms=0.02, cpu_check_ms=0.01))
+    assert both.terms["check_ms"] == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("disconnected", [1000, 5000])
+def test_phase1_removal_per_session_pays_a_round_trip_each_batched_one(disconnected: int) -> None:
+    common = {"sessions": 0, "refresh_ms": 10.0, "disconnected": disconnected, "delete_ms": 0.8,
+              "cpu_remove_ms": 0.05}
+    per_session = predict(ModelInput(phase1_removal="per-session", **common))
+    batched = predict(ModelInput(phase1_removal="batched", **common))
+    assert per_session.model_ms == pytest.approx(disconnected * 0.85)
+    assert batched.model_ms == pytest.approx(0.8 + disconnected * 0.05)
+    assert per_session.model_ms / batched.model_ms > 10
+
+
+def test_no_disconnects_cost_no_removal_in_either_mode() -> None:
+    for mode in ("per-session", "batched"):
+        assert predict(ModelInput(sessions=10, refresh_ms=1.0, delete_ms=5.0, phase1_removal=mode)).terms[
+            "removal_ms"] == 0.0
+
+
+def test_bad_cpu_costs_and_modes_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        ModelInput(sessions=1, refresh_ms=1.0, cpu_refresh_ms=-1.0)
+    with pytest.raises(ValueError):
+        ModelInput(sessions=1, refresh_ms=1.0, phase1_removal="sometimes")
+
+
+def test_model_command_takes_the_cpu_costs(capsys) -> None:
+    assert main(["model", "--sessions", "1000", "--db-latency-ms", "1", "--cpu-refresh-ms", "0.2",
+                 "--cpu-check-ms", "0.01", "--cpu-remove-ms", "0.05", "--disconnected", "100",
+                 "--phase1-removal", "batched", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["binding"] == "cpu"
+    assert out["model_ms"] == pytest.approx(1100 * 0.01 + 0.05 * 100 + 1000 * 0.2)
+    assert main(["model", "--sessions", "10", "--db-latency-ms", "1", "--cpu-refresh-ms", "-1"]) == 2
+
+
+def test_cpu_share_stretches_the_cpu_roof_only() -> None:
+    half = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.2, cpu_share=0.5))
+    assert half.terms["refresh_cpu_ms"] == pytest.approx(400.0)
+    assert half.terms["refresh_db_ms"] == pytest.approx(50.0)
+    with pytest.raises(ValueError):
+        ModelInput(sessions=1, refresh_ms=1.0, cpu_share=0.0)

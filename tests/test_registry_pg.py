@@ -93,3 +93,25 @@ async def test_ttl_sweep_uses_database_clock_and_removes_locally(db_url: str) ->
     finally:
         await registry.close()
         await registry.store.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("removal", ["per-session", "batched"])
+async def test_phase1_removal_deletes_the_rows_of_gone_sessions(db_url: str, driver: str, removal: str) -> None:
+    registry = await open_registry(db_url, "batched", driver, phase1_removal=removal)
+    try:
+        transports = [SyntheticTransport() for _ in range(30)]
+        ids = await registry.add_sessions(transports)
+        gone = set(ids[::3])
+        for transport, session_id in zip(transports, ids, strict=True):
+            transport.connected = session_id not in gone
+        record = await registry.run_cleanup_cycle()
+        assert record.removed_disconnected == len(gone) == 10
+        assert record.refreshed == 20 and record.refresh_errors == 0
+        rows = await registry.store.run(st.all_session_ids)
+        assert rows.isdisjoint(gone)
+        assert set(registry.sessions) == set(ids) - gone
+        assert set(ids) - gone <= rows
+    finally:
+        await registry.close()
+        await registry.store.close()

@@ -96,3 +96,45 @@ async def test_accounting_balances_created_removed_active() -> None:
     acct = registry.accounting()
     assert acct["active"] == 0 and acct["removed"] == 8
     assert registry.store.rows == set()
+
+
+def make_phase1_registry(removal: str) -> SessionRegistry:
+    return SessionRegistry(FakeStore(), RegistryConfig(phase1_removal=removal))
+
+
+@pytest.mark.parametrize("removal", ["per-session", "batched"])
+async def test_phase1_removal_deletes_every_gone_row(removal: str) -> None:
+    registry = make_phase1_registry(removal)
+    transports = [SyntheticTransport() for _ in range(10)]
+    ids = await registry.add_sessions(transports)
+    for i in (2, 5, 7):
+        transports[i].connected = False
+    record = await registry.run_cleanup_cycle()
+    assert record.removed_disconnected == 3 and record.refreshed == 7
+    assert record.phase1_removal == removal
+    assert registry.store.rows == set(registry.sessions) == set(ids) - {ids[2], ids[5], ids[7]}
+    if removal == "batched":
+        assert registry.store.statements == [("delete_gone_sessions", 3)]  # one statement for all three
+    else:
+        assert registry.store.statements == [("delete_session", 1)] * 3  # one per gone session
+
+
+async def test_batched_phase1_sends_nothing_when_nobody_left() -> None:
+    registry = make_phase1_registry("batched")
+    await registry.add_sessions([SyntheticTransport() for _ in range(4)])
+    await registry.run_cleanup_cycle()
+    assert registry.store.statements == []
+
+
+async def test_batched_phase1_failed_delete_is_retried_next_cycle() -> None:
+    registry = make_phase1_registry("batched")
+    transports = [SyntheticTransport() for _ in range(5)]
+    ids = await registry.add_sessions(transports)
+    transports[0].connected = transports[1].connected = False
+    registry.store.fail_deletes = True
+    record = await registry.run_cleanup_cycle()
+    assert record.removed_disconnected == 2  # the clients are gone either way
+    assert {ids[0], ids[1]} <= registry.store.rows  # their rows could not be deleted yet
+    registry.store.fail_deletes = False
+    await registry.run_cleanup_cycle()
+    assert registry.store.rows == set(registry.sessions) == set(ids[2:])

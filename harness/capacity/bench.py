@@ -1,8 +1,11 @@
 """Measure cleanup cycles directly, in-process, on real Postgres, beside the model's prediction.
 
 Each point registers N synthetic sessions (transports that report connected) in a real
-SessionRegistry, calibrates one refresh (``L_refresh``) and one phase-1 check in the same run, runs a
-warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
+SessionRegistry, calibrates in the same run and process one refresh (``L_refresh``, at the point's latency) and
+the CPU of one refresh, phase-1 check and removal (:mod:`gateway_sim.costs`, at zero latency), runs a warm-up
+cycle and then ``--repeats`` measured cycles, and compares the median with the model. With
+``--disconnected-ratio r`` a share r of the N sessions is disconnected: before each cycle round(N × r) fresh
+disconnected sessions are registered, so every cycle's phase 1 removes that many (``--phase1-removal``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
 from gateway_sim.config import RegistryConfig, StoreConfig
+from gateway_sim.costs import measure_costs
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.transports import SyntheticTransport
@@ -27,6 +31,9 @@ from harness.capacity.model import ModelInput, ModelResult, model_input, predict
 from harness.scenario.calibrate import calibrate_store
 from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS
 from harness.sut.dbsync import sync_session
+
+BENCH_LISTS = ("phase1_removal",)
+"""Bench-only grid axes (beside :data:`GRID_KNOBS`)."""
 
 
 def _default(name: str) -> Any:
@@ -49,13 +56,27 @@ class BenchPoint:
     pool_timeout: float = _default("pool_timeout")
     executor_threads: int = _default("executor_threads")
     batch_size: int = _default("batch_size")
+    phase1_removal: str = _default("phase1_removal")
+    disconnected_ratio: float = 0.0
+
+    @property
+    def disconnected(self) -> int:
+        """Disconnected sessions in each cycle (of ``sessions``)."""
+        return round(self.sessions * self.disconnected_ratio)
+
+    @property
+    def connected(self) -> int:
+        """Connected sessions in each cycle."""
+        return self.sessions - self.disconnected
 
     def model_input(self, refresh_ms: float, check_ms: float, max_connections: int,
-                    reserved_connections: int) -> ModelInput:
+                    reserved_connections: int, delete_ms: float = 0.0,
+                    cpu: Mapping[str, float] | None = None) -> ModelInput:
         """The model's input for this point with the given costs and server limits."""
         return model_input({**asdict(self), "reserved_connections": reserved_connections},
-                           sessions=self.sessions, refresh_ms=refresh_ms, check_ms=check_ms,
-                           max_connections=max_connections)
+                           sessions=self.connected, refresh_ms=refresh_ms, check_ms=check_ms,
+                           max_connections=max_connections, disconnected=self.disconnected, delete_ms=delete_ms,
+                           cpu=cpu)
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,16 @@ class BenchRow:
     check_ms: float | None
     skipped: bool
     note: str = ""
+    phase1_removal: str = "per-session"
+    disconnected: int = 0
+    phase1_ms: float | None = None
+    model_phase1_ms: float | None = None
+    cpu_refresh_ms: float | None = None
+    cpu_check_ms: float | None = None
+    cpu_remove_ms: float | None = None
+    delete_ms: float | None = None
+    cpu_share: float | None = None
+    model_terms: dict[str, float] = field(default_factory=dict)
     cycles_ms: list[float] = field(default_factory=list)
     max_inflight: int = 0
     pool_exhausted_fraction: float = 0.0
@@ -155,18 +186,28 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         registry = SessionRegistry(store, RegistryConfig(
             strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size,
         ), worker_id="bench")
-        await registry.add_sessions([SyntheticTransport() for _ in range(point.sessions)])
-        await registry.run_cleanup_cycle()  # warm-up: opens the pool's connections
+        await registry.add_sessions([SyntheticTransport() for _ in range(point.connected)])
+
+        async def cycle() -> Any:
+            if point.disconnected:
+                await registry.add_sessions([SyntheticTransport(connected=False) for _ in range(point.disconnected)])
+            return await registry.run_cleanup_cycle()
+
+        await cycle()  # warm-up: opens the pool's connections
+        costs = await measure_costs(store, registry.config)  # restores the point's latency after
         refresh_ms = (await calibrate_store(store)).refresh_ms
         check_ms = await _check_ms(registry)
         before = store.monitor.snapshot()
-        records = [await registry.run_cleanup_cycle() for _ in range(repeats)]
+        records = [await cycle() for _ in range(repeats)]
         after = store.monitor.snapshot()
     finally:
         await store.close()
     totals = [r.total_ms for r in records]
     measured = statistics.median(totals)
-    result = predict(point.model_input(refresh_ms, check_ms, max_connections, reserved))
+    cpu = costs.model_costs()
+    result = predict(point.model_input(refresh_ms, check_ms, max_connections, reserved, cpu["delete_ms"], cpu))
+    phase1 = predict(replace(point.model_input(refresh_ms, check_ms, max_connections, reserved, cpu["delete_ms"],
+                                               cpu), sessions=0))
     spent = max(1e-9, after.uptime_seconds - before.uptime_seconds)
     return BenchRow(
         strategy=point.strategy, driver=point.driver, sessions=point.sessions,
@@ -178,6 +219,12 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         model_ratio=round(measured / result.model_ms, 3) if result.model_ms > 0 else None,
         c_eff=result.c_eff, binding=result.binding, refresh_ms=round(refresh_ms, 3),
         check_ms=round(check_ms, 5), skipped=False, cycles_ms=totals,
+        phase1_removal=point.phase1_removal, disconnected=point.disconnected,
+        phase1_ms=round(statistics.median(r.phase1_ms for r in records), 3),
+        model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=cpu["cpu_refresh_ms"],
+        cpu_check_ms=cpu["cpu_check_ms"], cpu_remove_ms=cpu["cpu_remove_ms"], delete_ms=cpu["delete_ms"],
+        cpu_share=cpu["cpu_share"],
+        model_terms=result.terms,
         max_inflight=max(r.max_inflight for r in records),
         pool_exhausted_fraction=round((after.exhausted_seconds - before.exhausted_seconds) / spent, 4),
         checked_out_peak=max(r.pool.checked_out_peak for r in records),
@@ -198,7 +245,7 @@ def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
         executor_threads=point.executor_threads if point.driver == "thread" else None,
         batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(result.model_ms, 3),
         model_ratio=None, c_eff=result.c_eff, binding=result.binding, refresh_ms=None, check_ms=None,
-        skipped=True, note=note,
+        skipped=True, note=note, phase1_removal=point.phase1_removal, disconnected=point.disconnected,
     )
 
 
@@ -223,7 +270,8 @@ def speedups(rows: Sequence[BenchRow]) -> list[str]:
     for row in rows:
         if row.measured_ms is None:
             continue
-        key = (row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads)
+        key = (row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads,
+               row.phase1_removal, row.disconnected)
         by_key.setdefault(key, {})[f"{row.strategy}@{row.max_concurrent}"] = row
     for (driver, sessions, latency, *_), group in by_key.items():
         bounded = [r for k, r in group.items() if k.startswith("bounded@")]
@@ -235,6 +283,25 @@ def speedups(rows: Sequence[BenchRow]) -> list[str]:
                         f"{driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
                         f"{base.measured_ms:.1f} ms / {other_name} {other.measured_ms:.1f} ms = {ratio:.2f}×"
                     )
+    return lines + phase1_speedups(rows)
+
+
+def phase1_speedups(rows: Sequence[BenchRow]) -> list[str]:
+    """Phase 1 per-session vs batched removal, measured side by side at the same disconnects per cycle."""
+    by_key: dict[tuple[Any, ...], dict[str, BenchRow]] = {}
+    for row in rows:
+        if row.phase1_ms is not None and row.disconnected:
+            key = (row.driver, row.strategy, row.sessions, row.disconnected, row.db_latency_ms, row.max_concurrent)
+            by_key.setdefault(key, {})[row.phase1_removal] = row
+    lines = []
+    for (driver, strategy, _, disconnected, *_), group in by_key.items():
+        if "per-session" in group and "batched" in group:
+            ps, b = group["per-session"], group["batched"]
+            lines.append(
+                f"{driver} {strategy} D={disconnected}: phase 1 per-session {ps.phase1_ms:.1f} ms "
+                f"(model {ps.model_phase1_ms:.1f}) / batched {b.phase1_ms:.1f} ms (model {b.model_phase1_ms:.1f}) "
+                f"= {(ps.phase1_ms or 0) / max(b.phase1_ms or 0, 1e-9):.1f}×"
+            )
     return lines
 
 
@@ -244,12 +311,19 @@ def render(rows: Sequence[BenchRow]) -> None:
     from rich.table import Table
 
     table = Table(title="cleanup cycle: measured vs model")
-    for col in ("strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model",
-                "c_eff", "binding", "pool peak", "waiters", "note"):
-        table.add_column(col, justify="left" if col in ("strategy", "driver", "binding", "note") else "right")
+    disconnects = any(r.disconnected for r in rows)
+    columns = ["strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model", "c_eff",
+               "binding", "pool peak", "waiters", "note"]
+    if disconnects:
+        columns[5:5] = ["phase 1", "D", "phase1 ms", "model p1 ms"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("strategy", "driver", "binding", "note", "phase 1")
+                         else "right")
     for r in rows:
+        phase1 = [r.phase1_removal, str(r.disconnected), "-" if r.phase1_ms is None else f"{r.phase1_ms:.1f}",
+                  "-" if r.model_phase1_ms is None else f"{r.model_phase1_ms:.1f}"] if disconnects else []
         table.add_row(
-            r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}",
+            r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}", *phase1,
             "-" if r.measured_ms is None else f"{r.measured_ms:.1f}", f"{r.model_ms:.1f}",
             "-" if r.model_ratio is None else f"{r.model_ratio:.3f}", str(r.c_eff), r.binding,
             str(r.checked_out_peak), str(r.waiters_peak), r.note,
@@ -264,8 +338,10 @@ def points_from_args(values: Any) -> list[BenchPoint]:
     """The grid a namespace or mapping of knobs describes: the grid knobs are lists, the rest single values
     (executor sizes vary only for the thread driver)."""
     knobs = values if isinstance(values, Mapping) else vars(values)
-    lists = {name: list(knobs[name]) for name in GRID_KNOBS}
-    points = expand(lists, {"db_jitter_ms": knobs["db_jitter_ms"], "pool_timeout": knobs["pool_timeout"]})
+    lists = {name: list(knobs[name]) for name in (*GRID_KNOBS, *BENCH_LISTS) if knobs.get(name) is not None}
+    fixed = {"db_jitter_ms": knobs["db_jitter_ms"], "pool_timeout": knobs["pool_timeout"],
+             "disconnected_ratio": knobs.get("disconnected_ratio") or 0.0}
+    points = expand(lists, fixed)
     return collapse(points, executor_threads=lists["executor_threads"][0], max_concurrent=lists["max_concurrent"][0],
                     batch_size=lists["batch_size"][0])
 

@@ -1,11 +1,28 @@
-"""The cleanup cycle-time model and the constraint that binds its concurrency (pure functions).
+"""The cleanup cycle-time model and the constraint that binds it (pure functions): a roofline.
 
-    cycle ≈ N × check + ceil(N / c_eff) × L_refresh
-    c_eff = min(max_concurrent, executor threads (thread driver), pool_size + max_overflow,
-                (max_connections − reserved) / gateway workers)
+With C connected sessions, D disconnected ones and N = C + D checked::
 
-``batched`` sends one statement per chunk: ``N × check + ceil(N / batch_size) × L_refresh``;
-``sequential`` has c_eff = 1; ``gather`` has no semaphore.
+    cycle = N × check + removal(D) + max(rounds × L_refresh, C × cpu_refresh)
+
+    rounds        = ceil(C / c_eff)          (bounded, gather, sequential: one refresh statement per session)
+                    ceil(C / batch_size)     (batched: one UPDATE … = ANY(:ids) per chunk)
+    c_eff         = min(max_concurrent, executor threads (thread driver), pool_size + max_overflow,
+                        (max_connections − reserved) / gateway workers)
+    removal(D)    = D × (L_delete + cpu_remove)   phase-1 removal per-session: one DELETE each, one after another
+                    L_delete + D × cpu_remove     phase-1 removal batched: one DELETE for all gone sessions
+
+Why each term: phase 1 awaits each check in turn, so checks add up (a check is CPU only); a per-session removal
+awaits its own DELETE round trip before the next check, so removals add up too, while a batched one pays one
+round trip and keeps only the per-session work (closing the transport, the bookkeeping). Phase 2 is bound by the
+slower of two resources: the database round trips (``rounds`` waves of ``L_refresh``, the wall time of one
+refresh), or the gateway's own CPU (one event loop, and under the GIL the driver's threads too, run the client
+side of every refresh one after another: ``C × cpu_refresh``). ``binding`` is ``cpu`` when the second is the
+larger; else the concurrency limit that sets ``c_eff`` (``none`` when no limit is below C).
+
+``cpu_share`` is the share of a core the gateway process got while its calibration burst was CPU-bound (1 on an
+idle machine; less when other processes take the cores): the CPU roof is ``C × cpu_refresh / cpu_share``.
+``check`` is ``max(check_ms, cpu_check_ms)``: the older ``--check-ms`` and the calibrated CPU of one check are
+the same cost.
 """
 
 from __future__ import annotations
@@ -17,7 +34,8 @@ from typing import Any
 
 from harness.settings import DEFAULT_RESERVED_CONNECTIONS, SETTINGS
 
-BINDINGS = ("semaphore", "executor", "pool", "max_connections", "none")
+BINDINGS = ("semaphore", "executor", "pool", "max_connections", "cpu", "none")
+PHASE1_REMOVALS = ("per-session", "batched")
 
 
 @dataclass(frozen=True)
@@ -37,12 +55,25 @@ class ModelInput:
     gateway_workers: int = 1
     batch_size: int = 500
     check_ms: float = 0.0
+    disconnected: int = 0
+    phase1_removal: str = "per-session"
+    delete_ms: float = 0.0
+    cpu_refresh_ms: float = 0.0
+    cpu_check_ms: float = 0.0
+    cpu_remove_ms: float = 0.0
+    cpu_share: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.sessions < 0:
+        if self.sessions < 0 or self.disconnected < 0:
             raise ValueError("sessions must be >= 0")
-        if self.refresh_ms < 0 or self.check_ms < 0:
+        costs = (self.refresh_ms, self.check_ms, self.delete_ms, self.cpu_refresh_ms, self.cpu_check_ms,
+                 self.cpu_remove_ms)
+        if min(costs) < 0:
             raise ValueError("latencies must be >= 0")
+        if not 0 < self.cpu_share <= 1:
+            raise ValueError("cpu_share must be in (0, 1]")
+        if self.phase1_removal not in PHASE1_REMOVALS:
+            raise ValueError(f"phase1_removal must be one of {', '.join(PHASE1_REMOVALS)}")
         for name in ("max_concurrent", "pool_size", "gateway_workers", "batch_size", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -58,6 +89,7 @@ class ModelResult:
     c_eff: int
     binding: str
     limits: dict[str, int] = field(default_factory=dict)
+    terms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,28 +120,58 @@ def effective_concurrency(inp: ModelInput) -> tuple[int, str, dict[str, int]]:
     return limit, name, limits
 
 
+def refresh_rounds(inp: ModelInput, c_eff: int) -> int:
+    """Waves of refresh statements in phase 2: one per ``c_eff`` sessions, or per ``batch_size`` ids batched."""
+    if not inp.sessions:
+        return 0
+    return math.ceil(inp.sessions / (inp.batch_size if inp.strategy == "batched" else c_eff))
+
+
+def removal_ms(inp: ModelInput) -> float:
+    """Phase-1 removal of the ``disconnected`` sessions: a DELETE each (per-session), or one for all (batched)."""
+    if not inp.disconnected:
+        return 0.0
+    if inp.phase1_removal == "batched":
+        return inp.delete_ms + inp.disconnected * inp.cpu_remove_ms
+    return inp.disconnected * (inp.delete_ms + inp.cpu_remove_ms)
+
+
 def predict(inp: ModelInput) -> ModelResult:
-    """The model's cycle time for ``inp``."""
+    """The model's cycle time for ``inp`` (the roofline in the module docstring), with its terms."""
     c_eff, binding, limits = effective_concurrency(inp)
-    rounds = math.ceil(inp.sessions / inp.batch_size) if inp.strategy == "batched" else (
-        math.ceil(inp.sessions / c_eff) if inp.sessions else 0
-    )
-    model_ms = inp.sessions * inp.check_ms + rounds * inp.refresh_ms
-    return ModelResult(model_ms=round(model_ms, 3), c_eff=c_eff, binding=binding, limits=limits)
+    check = max(inp.check_ms, inp.cpu_check_ms)
+    checks = (inp.sessions + inp.disconnected) * check
+    removal = removal_ms(inp)
+    database = refresh_rounds(inp, c_eff) * inp.refresh_ms
+    cpu = inp.sessions * inp.cpu_refresh_ms / inp.cpu_share
+    if cpu > database:
+        binding = "cpu"
+    model_ms = checks + removal + max(database, cpu)
+    terms = {"check_ms": round(checks, 3), "removal_ms": round(removal, 3), "refresh_db_ms": round(database, 3),
+             "refresh_cpu_ms": round(cpu, 3)}
+    return ModelResult(model_ms=round(model_ms, 3), c_eff=c_eff, binding=binding, limits=limits, terms=terms)
 
 
 def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, check_ms: float = 0.0,
-                max_connections: int | None = None) -> ModelInput:
+                max_connections: int | None = None, disconnected: int = 0, delete_ms: float = 0.0,
+                cpu: Mapping[str, float] | None = None) -> ModelInput:
     """The model's input for a configuration given as knobs (a run's config, a bench or sweep point).
 
     The one place knobs become a :class:`ModelInput`: a knob not given takes its default from the settings
     table; the executor counts only for the thread driver; ``max_connections`` wins over the knob when the
-    server reported its own.
+    server reported its own. ``cpu`` gives calibrated ``cpu_refresh_ms``/``cpu_check_ms``/``cpu_remove_ms``
+    (and ``cpu_share``);
+    without it they come from the knobs of the same names (0 by default).
     """
 
     def knob(name: str) -> Any:
         value = knobs.get(name)
         return SETTINGS[name].default_value() if value is None else value
+
+    def cost(name: str) -> float:
+        if cpu is not None and cpu.get(name) is not None:
+            return float(cpu[name])
+        return float(knobs.get(name) or 0.0)
 
     driver = knob("driver")
     return ModelInput(
@@ -119,5 +181,7 @@ def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, c
         pool_size=knob("pool_size"), max_overflow=knob("max_overflow"),
         max_connections=max_connections or knob("max_connections"),
         reserved_connections=knob("reserved_connections"), gateway_workers=knob("gateway_workers"),
-        batch_size=knob("batch_size"),
+        batch_size=knob("batch_size"), disconnected=disconnected, phase1_removal=knob("phase1_removal"),
+        delete_ms=delete_ms, cpu_refresh_ms=cost("cpu_refresh_ms"), cpu_check_ms=cost("cpu_check_ms"),
+        cpu_remove_ms=cost("cpu_remove_ms"), cpu_share=cost("cpu_share") or 1.0,
     )

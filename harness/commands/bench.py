@@ -10,20 +10,21 @@ from __future__ import annotations
 import argparse
 
 from harness import settings
-from harness.capacity.bench import points_from_args, render, run_points
+from harness.capacity.bench import BENCH_LISTS, points_from_args, render, run_points
 from harness.errors import UsageError
 from harness.files import write_json
 from harness.sut.postgres import provider_for
 
 BENCH_DEFAULTS = {"sessions": [100, 1000], "db_latency_ms": [20.0], "strategy": list(settings.STRATEGIES),
                   "driver": ["async"], "db_jitter_ms": 0.0}
-SCALARS = ("db_jitter_ms", "pool_timeout", "repeats", "max_point_seconds", "json_out", "db", "db_url",
-           "max_connections")
+SCALARS = ("disconnected_ratio", "db_jitter_ms", "pool_timeout", "repeats", "max_point_seconds", "json_out", "db",
+           "db_url", "max_connections")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The grid knobs as comma-separated lists, the rest as single values."""
-    settings.add(parser, settings.GRID_KNOBS, BENCH_DEFAULTS, lists=settings.GRID_KNOBS)
+    settings.add(parser, (*settings.GRID_KNOBS, *BENCH_LISTS), BENCH_DEFAULTS, lists=(*settings.GRID_KNOBS,
+                                                                                    *BENCH_LISTS))
     settings.add(parser, SCALARS, {**BENCH_DEFAULTS, "db_url": None})
 
 

@@ -1,4 +1,5 @@
-"""Calibrate the model's per-statement costs on the run's own database path and driver."""
+"""Calibrate the model's costs: per-statement wall times on the run's own database path and driver (measured
+here), and the gateway's own CPU per refresh, check and removal (measured in the gateway, ``/admin/calibrate``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import secrets
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gateway_sim import store as st
@@ -18,11 +19,29 @@ CALIBRATION_SAMPLES = 15
 
 @dataclass(frozen=True)
 class Calibration:
-    """Median cost in ms of one refresh and one row delete, measured one at a time."""
+    """Median cost in ms of one refresh and one row delete, measured one at a time; the gateway's CPU costs
+    (``cpu_*``, and the DELETE round trip of a phase-1 removal) when a gateway measured them."""
 
     refresh_ms: float
     delete_ms: float
     samples: int
+    cpu_refresh_ms: float | None = None
+    cpu_check_ms: float | None = None
+    cpu_remove_ms: float | None = None
+    remove_delete_ms: float | None = None
+    cpu_share: float | None = None
+
+    def cpu(self) -> dict[str, float]:
+        """The model's ``cpu_*`` inputs that were measured."""
+        values = {"cpu_refresh_ms": self.cpu_refresh_ms, "cpu_check_ms": self.cpu_check_ms,
+                  "cpu_remove_ms": self.cpu_remove_ms, "cpu_share": self.cpu_share}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def with_gateway_costs(self, costs: dict[str, Any]) -> Calibration:
+        """This calibration with the costs a gateway's ``/admin/calibrate`` reported."""
+        return replace(self, cpu_refresh_ms=float(costs["cpu_refresh_ms"]),
+                       cpu_check_ms=float(costs["cpu_check_ms"]), cpu_remove_ms=float(costs["cpu_remove_ms"]),
+                       remove_delete_ms=float(costs["delete_ms"]), cpu_share=float(costs["cpu_share"]))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

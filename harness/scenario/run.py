@@ -165,11 +165,18 @@ class Run:
         return config
 
     def _calibrate(self, config: dict[str, Any]) -> Calibration | None:
+        """Round trips measured here, then the gateway's own CPU costs measured in the (first) gateway."""
         if not self.stack.db_url:
             return None
-        return calibrate(StoreConfig(db_url=self.stack.gateway_db_url, driver=config["driver"],
-                                     executor_threads=config["executor_threads"] or 1,
-                                     application_name="mcp-loadtest-calibration"))
+        calibration = calibrate(StoreConfig(db_url=self.stack.gateway_db_url, driver=config["driver"],
+                                            executor_threads=config["executor_threads"] or 1,
+                                            application_name="mcp-loadtest-calibration"))
+        try:
+            costs = AdminClient(self.stack.gateway_urls[0]).calibrate()
+        except (OSError, ValueError, KeyError) as exc:
+            self.warnings.append(f"the gateway's CPU costs could not be calibrated: {exc}")
+            return calibration
+        return calibration.with_gateway_costs(costs)
 
     def _leak_check(self) -> tuple[int | None, int | None]:
         """Rows in mcp_sessions that no gateway holds as a live session, and rows in all."""

@@ -34,13 +34,16 @@ def cycle_model(cycle: Mapping[str, Any], calibration: Calibration, config: Mapp
                 max_connections: int) -> CycleModel:
     """The model beside one recorded cycle: its own session counts, the run's calibrated costs.
 
-    ``removed_disconnected × L_delete + refresh rounds × L_refresh`` with the refresh rounds of
-    :func:`harness.capacity.model.predict` for the connected sessions (checks cost ≈ 0 for live transports).
+    :func:`harness.capacity.model.predict` for the cycle's connected and disconnected sessions, with the
+    refresh and delete round trips measured by the harness and the CPU costs measured in the gateway.
     """
-    connected = int(cycle["checked"]) - int(cycle["removed_disconnected"])
+    disconnected = int(cycle["removed_disconnected"])
+    connected = int(cycle["checked"]) - disconnected
+    delete_ms = calibration.remove_delete_ms if calibration.remove_delete_ms is not None else calibration.delete_ms
     result = predict(model_input(config, sessions=max(0, connected), refresh_ms=calibration.refresh_ms,
-                                 max_connections=max_connections))
-    model_ms = result.model_ms + int(cycle["removed_disconnected"]) * calibration.delete_ms
+                                 max_connections=max_connections, disconnected=disconnected, delete_ms=delete_ms,
+                                 cpu=calibration.cpu()))
+    model_ms = result.model_ms
     ratio = float(cycle["total_ms"]) / model_ms if model_ms >= 1.0 else None
     return CycleModel(model_ms=round(model_ms, 3), c_eff=result.c_eff, binding=result.binding,
                       model_ratio=None if ratio is None else round(ratio, 4))

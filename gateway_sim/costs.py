@@ -1,0 +1,132 @@
+"""The gateway's own cost of one refresh, one phase-1 check and one phase-1 removal, measured in its process.
+
+A burst of each runs on a scratch registry (its own counters, no listeners: the gateway's accounting is not
+touched) that shares the gateway's store, so the driver, pool and event loop are the ones cleanup uses. The
+injected latency is set to 0 for the burst and restored after: what is left is the gateway's own work.
+CPU is the process's CPU time (``time.process_time``: the event loop and, for the thread driver, its threads).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from gateway_sim import store as st
+from gateway_sim.config import RegistryConfig
+from gateway_sim.registry import SessionRegistry
+from gateway_sim.transports import SyntheticTransport
+
+DEFAULT_SAMPLES = 300
+MAX_SAMPLES = 5000
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """Process CPU and wall time of one operation, ms (means over the burst)."""
+
+    cpu_ms: float
+    wall_ms: float
+
+
+@dataclass(frozen=True)
+class CpuCosts:
+    """What the model needs from the gateway: CPU of a refresh and a check, and a removal's two parts."""
+
+    driver: str
+    strategy: str
+    samples: int
+    refresh: OpCost
+    check: OpCost
+    remove_per_session: OpCost
+    remove_batched: OpCost
+    #: The share of a core this process got during a CPU-bound spin of the calibration (1 on an idle machine).
+    @property
+    def cpu_refresh_ms(self) -> float:
+        return self.refresh.cpu_ms
+
+    @property
+    def cpu_check_ms(self) -> float:
+        return self.check.cpu_ms
+
+    @property
+    def cpu_remove_ms(self) -> float:
+        """A removal's work besides its own DELETE round trip: the per-removal wall time of batched removal."""
+        return self.remove_batched.wall_ms
+
+    @property
+    def delete_ms(self) -> float:
+        """The DELETE round trip a per-session removal adds."""
+        return max(0.0, self.remove_per_session.wall_ms - self.cpu_remove_ms)
+
+    cpu_share: float = 1.0
+
+    def model_costs(self) -> dict[str, float]:
+        """The model's ``cpu_*`` inputs, ``cpu_share`` and ``delete_ms``."""
+        return {"cpu_refresh_ms": round(self.cpu_refresh_ms, 5), "cpu_check_ms": round(self.cpu_check_ms, 6),
+                "cpu_remove_ms": round(self.cpu_remove_ms, 5), "delete_ms": round(self.delete_ms, 5),
+                "cpu_share": round(max(0.05, self.cpu_share), 4)}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), **self.model_costs()}
+
+
+SPIN_SECONDS = 0.05
+
+
+def cpu_share(seconds: float = SPIN_SECONDS) -> float:
+    """The share of a core this process gets now: its CPU time over the wall time of a busy spin."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    while time.perf_counter() - wall < seconds:
+        pass
+    return min(1.0, (time.process_time() - cpu) / max(1e-9, time.perf_counter() - wall))
+
+
+class _Burst:
+    """Process CPU and wall time over a block, per operation."""
+
+    def __init__(self, count: int) -> None:
+        self.count = max(1, count)
+
+    def __enter__(self) -> _Burst:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cost = OpCost(cpu_ms=(time.process_time() - self._cpu) * 1000.0 / self.count,
+                           wall_ms=(time.perf_counter() - self._wall) * 1000.0 / self.count)
+
+
+async def _removal(store: st.SessionStore, config: RegistryConfig, mode: str, samples: int) -> OpCost:
+    scratch = SessionRegistry(store, replace(config, phase1_removal=mode), worker_id="calibration")
+    await scratch.add_sessions([SyntheticTransport(connected=False) for _ in range(samples)])
+    with _Burst(samples) as burst:
+        await scratch.phase1()
+    return burst.cost
+
+
+async def measure_costs(store: st.SessionStore, config: RegistryConfig,
+                        samples: int = DEFAULT_SAMPLES) -> CpuCosts:
+    """Bursts of ``samples`` refreshes (with ``config``'s strategy), checks and removals (both modes)."""
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"samples must be in [1, {MAX_SAMPLES}]")
+    knobs = await store.run(st.get_fault_knobs)
+    await store.run(st.set_fault_knobs, 0.0, 0.0, None)
+    try:
+        scratch = SessionRegistry(store, config, worker_id="calibration")
+        ids = await scratch.add_sessions([SyntheticTransport() for _ in range(samples)])
+        await scratch.refresh_connected(ids[: min(samples, 20)])  # warm: the pool's connections are open
+        share = cpu_share()
+        with _Burst(samples) as refresh:
+            await scratch.refresh_connected(ids)
+        with _Burst(samples) as check:
+            for transport in list(scratch.sessions.values()):
+                await transport.is_connected()
+        await scratch.close()
+        per_session = await _removal(store, config, "per-session", samples)
+        batched = await _removal(store, config, "batched", samples)
+    finally:
+        await store.run(st.set_fault_knobs, knobs["latency_ms"], knobs["jitter_ms"], None)
+    return CpuCosts(driver=store.config.driver, strategy=config.strategy, samples=samples, refresh=refresh.cost,
+                    check=check.cost, remove_per_session=per_session, remove_batched=batched,
+                    cpu_share=share)

@@ -24,7 +24,7 @@ from gateway_sim.metrics import CycleLog, GatewayMetrics, SessionEventLog
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.responses import HttpJsonRpc, json_error
 from gateway_sim.store import open_store
-from gateway_sim.transports import SSETransport, StreamableHTTPTransport, sse_event
+from gateway_sim.transports import KEEPALIVE, KEEPALIVE_EVENT, SSETransport, StreamableHTTPTransport, sse_event
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +181,12 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(sse_event("endpoint", f"/message?session_id={session_id}"))
-        keepalive = app[CONFIG].sse_keepalive
+        queue = transport.queue
         while True:
-            try:
-                message = await asyncio.wait_for(transport.queue.get(), keepalive)
-            except TimeoutError:
-                await response.write(sse_event("keepalive", "{}"))
-                continue
+            message = await queue.get()
             if message is None:
                 break
-            await response.write(sse_event("message", message))
+            await response.write(KEEPALIVE_EVENT if message is KEEPALIVE else sse_event("message", message))
     except ConnectionError:
         client_gone = True
         transport.mark_closed()
@@ -198,6 +194,23 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
         if client_gone:
             await asyncio.shield(registry.remove_session(session_id, "stream_closed"))
     return response
+
+
+_ACCEPTED_BODY = b'{"status": "accepted"}'
+
+
+def _accepted(headers: dict[str, str] | None = None) -> web.Response:
+    """``202 {"status": "accepted"}`` (the body encoded once)."""
+    return web.Response(body=_ACCEPTED_BODY, status=202, content_type="application/json", headers=headers)
+
+
+async def keepalive_timer(registry: SessionRegistry, interval: float) -> None:
+    """One timer for every stream: each ``interval`` seconds an idle SSE stream gets a keepalive event."""
+    while True:
+        await asyncio.sleep(interval)
+        for transport in list(registry.sessions.values()):
+            if isinstance(transport, SSETransport):
+                transport.keepalive()
 
 
 def _session_id_param(value: str | None) -> str:
@@ -228,7 +241,7 @@ async def message_handler(request: web.Request) -> web.StreamResponse:
                 log.info("session %s left before its answer", session_id)
 
     spawn(request.app, answer())
-    return web.json_response({"status": "accepted"}, status=202)
+    return _accepted()
 
 
 # --- Streamable HTTP transport -----------------------------------------------------------------------
@@ -258,12 +271,12 @@ async def mcp_post_handler(request: web.Request) -> web.StreamResponse:
         if response is not None and "error" not in response:
             headers[SESSION_HEADER] = await registry.add_session(StreamableHTTPTransport())
     else:
-        if not await registry.store.run(st.touch_session, session_id):
+        if not await registry.store.touch(session_id):
             await registry.remove_session(session_id, "missing", delete_row=False)
             return json_error(404, f"session {session_id} expired")
         response = await mcp.dispatch(rpc)
     if response is None:
-        return web.json_response({"status": "accepted"}, status=202, headers=headers)
+        return _accepted(headers)
     return web.json_response(response, headers=headers)
 
 
@@ -329,10 +342,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         app[METRICS] = metrics
         app[CYCLES] = cycles
         app[REGISTRY] = registry
-        cleanup_task = asyncio.create_task(registry.run_forever(), name="cleanup-loop")
+        background = [asyncio.create_task(registry.run_forever(), name="cleanup-loop"),
+                      asyncio.create_task(keepalive_timer(registry, config.sse_keepalive), name="sse-keepalive")]
         yield
-        cleanup_task.cancel()
-        await asyncio.gather(cleanup_task, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         for task in list(app[TASKS]):
             task.cancel()
         await asyncio.gather(*app[TASKS], return_exceptions=True)

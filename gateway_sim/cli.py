@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway_sim.allocator import pin_mmap_threshold
 from gateway_sim.config import GatewayConfig, gateway_config
@@ -56,6 +56,15 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
         await runner.cleanup()
 
 
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``--loop`` (None: asyncio's own); ``ImportError`` without uvloop."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
@@ -66,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(serve(config))
+        loop_factory = event_loop_factory(config.loop)
+    except ImportError:
+        parser.error("--loop uvloop needs the uvloop package (pip install uvloop)")
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config))
     except OSError as exc:
         print(f"gateway: cannot serve: {exc}", file=sys.stderr)
         return 1

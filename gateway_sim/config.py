@@ -82,6 +82,7 @@ class GatewayConfig:
     auth_token: str | None = _default("auth_token")
     worker_id: str = _default("worker_id")
     malloc_mmap_threshold: int = _default("malloc_mmap_threshold")
+    loop: str = _default("loop")
 
     def __post_init__(self) -> None:
         check_fields(self, GATEWAY)

@@ -142,7 +142,7 @@ class SessionRegistry:
     async def add_session(self, transport: Transport, data: str | None = None) -> str:
         """Register a new session (128-bit random id) and insert its row."""
         session_id = secrets.token_hex(16)
-        await self.store.run(st.insert_session, session_id, data)
+        await self.store.add(session_id, data)
         self._register(session_id, transport)
         return session_id
 
@@ -180,7 +180,7 @@ class SessionRegistry:
             log.exception("closing transport of %s failed", session_id)
         if delete_row:
             try:
-                await self.store.run(st.delete_session, session_id)
+                await self.store.remove(session_id)
             except Exception as exc:
                 self._pending_deletes.add(session_id)
                 log.warning("deleting row of %s failed (retried next cycle): %s", session_id, exc)

@@ -157,6 +157,9 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             reported=False),
     Setting("worker_id", "gateway", _text, "0", "name of this worker in records and metrics", forward=False,
             reported=False),
+    Setting("loop", "gateway", _text, "asyncio",
+            "event loop: asyncio (the standard one) or uvloop (opt-in, needs the uvloop package: pip install "
+            "'mcp-cleanup-loadtest[uvloop]')", choices=LOOPS),
     Setting("malloc_mmap_threshold", "gateway", int, DEFAULT_MMAP_THRESHOLD,
             "pin glibc's mmap threshold at this many bytes so freed large blocks go back to the OS; 0 leaves "
             "glibc's moving threshold, under which RSS creeps up with churn", validate=_mmap_threshold),

@@ -4,7 +4,9 @@ Each statement is written once, as a function of an :data:`Executor` (a synchron
 or ``Connection``). The ``thread`` driver runs it in an ORM Session on a synchronous engine (psycopg) in
 a thread pool, as the real gateway does with ``asyncio.to_thread``; the ``async`` driver runs the very
 same function on SQLAlchemy's asyncio engine (asyncpg) through ``AsyncConnection.run_sync``. The one
-ORM-only statement is the thread driver's refresh (load the row, set ``last_accessed``, commit).
+ORM-only statement is the thread driver's refresh (load the row, set ``last_accessed``, commit). On the async
+driver the per-request statements (a session's insert, delete and touch) run as single Core statements in
+autocommit, one round trip each; the thread driver's statements are the real gateway's.
 """
 
 from __future__ import annotations
@@ -237,6 +239,11 @@ def refresh_session(session: Session, session_id: str) -> bool:
     return True
 
 
+_TOUCH_ONE_RETURNING = _TOUCH_ONE.returning(SessionRow.session_id)
+_SESSIONS = SessionRow.__table__
+_INSERT_ONE = insert(_SESSIONS).values(session_id=bindparam("sid"), data=bindparam("data"))
+_DELETE_ONE = delete(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid")).returning(_SESSIONS.c.session_id)
+
 _REFRESH_MANY = (
     update(SessionRow)
     .where(SessionRow.session_id == func.any(bindparam("ids", type_=ARRAY(String))))
@@ -264,7 +271,7 @@ def expire_sessions(session: Executor, ttl_seconds: float) -> list[str]:
 
 def touch_session(session: Executor, session_id: str) -> bool:
     """Mark activity on a session (a request arrived): one UPDATE of ``last_accessed``; False if no row."""
-    found = session.execute(_TOUCH_ONE.returning(SessionRow.session_id), {"sid": session_id}).first()
+    found = session.execute(_TOUCH_ONE_RETURNING, {"sid": session_id}).first()
     session.commit()
     return found is not None
 
@@ -330,6 +337,18 @@ class SessionStore(ABC):
     async def refresh_many(self, session_ids: Sequence[str]) -> set[str]:
         """The batched refresh: one UPDATE for all ``session_ids``; the ids that exist."""
         return await self.run(refresh_sessions, session_ids)
+
+    async def add(self, session_id: str, data: str | None = None) -> None:
+        """Insert a new session's row (:func:`insert_session`)."""
+        await self.run(insert_session, session_id, data)
+
+    async def remove(self, session_id: str) -> bool:
+        """Delete a session's row (:func:`delete_session`); True if a row was deleted."""
+        return await self.run(delete_session, session_id)
+
+    async def touch(self, session_id: str) -> bool:
+        """Mark activity on a session (:func:`touch_session`); False if no row."""
+        return await self.run(touch_session, session_id)
 
     async def hold_connections(self, count: int, seconds: float) -> int:
         """Check ``count`` pooled connections out and keep them idle for ``seconds`` (the pool-exhaust fault).
@@ -462,6 +481,7 @@ class AsyncStore(SessionStore):
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._async_engine.sync_engine)
+        self._autocommit_engine = self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
         self.monitor = PoolMonitor(self._async_engine.sync_engine.pool, config.pool_size, config.max_overflow)
 
     @property
@@ -489,6 +509,26 @@ class AsyncStore(SessionStore):
             return True
         finally:
             await conn.close()
+
+    async def _autocommit(self, statement: Any, params: dict[str, Any]) -> Any:
+        # One statement in its own implicit transaction: one round trip, no BEGIN/COMMIT, and no greenlet
+        # hop through run_sync. Only the async driver does this; the thread driver sends what the real
+        # gateway sends.
+        conn = await self.monitor.acquire_async(self._autocommit_engine)
+        try:
+            result = await conn.execute(statement, params)
+            return result.first() if result.returns_rows else None
+        finally:
+            await conn.close()
+
+    async def add(self, session_id: str, data: str | None = None) -> None:
+        await self._autocommit(_INSERT_ONE, {"sid": session_id, "data": data})
+
+    async def remove(self, session_id: str) -> bool:
+        return await self._autocommit(_DELETE_ONE, {"sid": session_id}) is not None
+
+    async def touch(self, session_id: str) -> bool:
+        return await self._autocommit(_TOUCH_ONE_RETURNING, {"sid": session_id}) is not None
 
     async def _checkout(self) -> Callable[[], Awaitable[None]]:
         conn = await self._async_engine.connect()

@@ -26,6 +26,10 @@ class Transport(Protocol):
         """Close the client connection (idempotent)."""
 
 
+KEEPALIVE: dict[str, Any] = {}
+"""Queued on an idle stream by the gateway's one keepalive timer; the handler writes :data:`KEEPALIVE_EVENT`."""
+
+
 class SSETransport:
     """A client's ``GET /sse`` stream; messages are queued and written by the stream's handler."""
 
@@ -46,6 +50,11 @@ class SSETransport:
     def mark_closed(self) -> None:
         """The handler saw the stream fail on write: the client is gone."""
         self._closed = True
+
+    def keepalive(self) -> None:
+        """Ask the handler for a keepalive event if nothing else is waiting to be written."""
+        if not self._closed and self.queue.empty():
+            self.queue.put_nowait(KEEPALIVE)
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._closed:
@@ -70,6 +79,9 @@ def sse_event(event: str, data: Any) -> bytes:
     """Encode one server-sent event."""
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+KEEPALIVE_EVENT = sse_event("keepalive", "{}")
 
 
 class StreamableHTTPTransport:

@@ -10,6 +10,7 @@ from sqlalchemy.pool import NullPool
 
 from gateway_sim.config import StoreConfig
 from gateway_sim.pool_monitor import PoolMonitor
+from gateway_sim.store import delete_session, insert_session
 
 
 class FakeStore:
@@ -55,6 +56,12 @@ class FakeStore:
         else:
             raise AssertionError(f"unexpected statement {name}")
         return None
+
+    async def add(self, session_id: str, data: str | None = None) -> None:
+        await self.run(insert_session, session_id, data)
+
+    async def remove(self, session_id: str) -> bool:
+        return await self.run(delete_session, session_id)
 
     async def refresh(self, session_id: str) -> bool:
         self.refresh_calls += 1

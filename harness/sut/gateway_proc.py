@@ -32,9 +32,12 @@ class GatewayProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         log_path: Path | None = None,
+        python: str | None = None,
     ) -> None:
+        """``python``: the interpreter to run the gateway with (default this one), e.g. one whose path puts
+        another checkout of ``gateway_sim`` first."""
         self.command = [
-            sys.executable,
+            python or sys.executable,
             "-m",
             "gateway_sim",
             "--db-url",

@@ -9,7 +9,8 @@ time (psutil, user + system, children included) of the gateway and of Locust and
         [--transports sse,streamable_http] [--variant NAME=PYTHON ...] [--gateway-args "..."]
 
 ``--variant before=/path/to/python`` runs the gateway with another interpreter (one whose path puts another
-checkout of ``gateway_sim`` first); variants and transports alternate within each round, so drift of a shared
+checkout of ``gateway_sim`` first), ``--variant "uvloop=/path/to/python --loop uvloop"`` adds gateway options
+for that variant; variants and transports alternate within each round, so drift of a shared
 machine falls on all of them alike. Figures are printed (and ``--json`` written), never asserted.
 """
 
@@ -50,11 +51,12 @@ class Measurement:
     failure_ratio: float
 
 
-def _variant(text: str) -> tuple[str, str]:
-    name, sep, python = text.partition("=")
-    if not sep or not name or not python:
-        raise argparse.ArgumentTypeError(f"--variant needs NAME=PYTHON, got {text!r}")
-    return name, python
+def _variant(text: str) -> tuple[str, str, tuple[str, ...]]:
+    name, sep, rest = text.partition("=")
+    words = shlex.split(rest)
+    if not sep or not name or not words:
+        raise argparse.ArgumentTypeError(f"--variant needs NAME=PYTHON [GATEWAY OPTIONS], got {text!r}")
+    return name, words[0], tuple(words[1:])
 
 
 def build_parser() -> CliParser:
@@ -67,7 +69,8 @@ def build_parser() -> CliParser:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds over variants and transports")
     parser.add_argument("--transports", default="sse,streamable_http", help="sse and/or streamable_http")
     parser.add_argument("--variant", type=_variant, action="append", default=[],
-                        help="NAME=PYTHON: a gateway interpreter to measure (default: this one, as 'current')")
+                        help="NAME=PYTHON [OPTIONS]: a gateway interpreter (and its own gateway options) to measure "
+                             "(default: this one, as 'current')")
     parser.add_argument("--gateway-args", default="", help="more gateway options, one string")
     parser.add_argument("--cleanup-interval", type=float, default=5.0)
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
@@ -83,7 +86,7 @@ def measure(db_url: str, postgres: object, python: str, gateway_args: list[str],
     gateway = GatewayProcess(db_url, gateway_args, log_path=out_dir / "gateway.log", python=python)
     with gateway:
         row = run_one(gateway, args.users, run_args, out_dir, postgres)  # type: ignore[arg-type]
-    rate = row.closed_per_s
+    rate = row.opened_per_s  # at steady state each opened session is one lifecycle (its close comes later)
     gateway_pct, locust_pct = row.cpu.get("gateway", 0.0), row.cpu.get("locust", 0.0)
     # CPU % (100 = one core busy for a second = 1000 CPU-ms per s) over lifecycles per s
 
@@ -119,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.users < 1 or args.rounds < 1 or args.hold <= 0 or args.spawn_rate <= 0:
         print("gateway_cost: --users and --rounds must be >= 1, --hold and --spawn-rate > 0", file=sys.stderr)
         return 2
-    variants = args.variant or [("current", sys.executable)]
-    for name, python in variants:
+    variants = args.variant or [("current", sys.executable, ())]
+    for name, python, _ in variants:
         if not os.access(python, os.X_OK):
             print(f"gateway_cost: variant {name}: {python} is not an executable", file=sys.stderr)
             return 2
@@ -136,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for round_no in range(1, args.rounds + 1):
                 order = variants if round_no % 2 else list(reversed(variants))
                 for transport in transports:
-                    for name, python in order:
-                        figures = measure(db_url, postgres, python, gateway_args, transport, args, out_dir)
+                    for name, python, extra in order:
+                        figures = measure(db_url, postgres, python, [*gateway_args, *extra], transport, args,
+                                          out_dir)
                         results.append(Measurement(name, transport, round_no, *(round(x, 3) for x in figures)))
                         print(render(results[-1:]).splitlines()[1], flush=True)
     except (ProviderError, GatewayError) as exc:

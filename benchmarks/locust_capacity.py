@@ -5,16 +5,20 @@ Starts an embedded Postgres and one gateway, then for each user count runs Locus
 once a second::
 
     python benchmarks/locust_capacity.py [--users 2000,5000,10000] [--spawn-rate 500] [--hold 30]
-        [--session-lifetime 20-40] [--processes 1] [--cleanup-interval 5] [--gateway-args "--strategy batched"]
+        [--session-lifetime 20-40] [--processes 1] [--gateway-workers 1] [--cleanup-interval 5]
+        [--gateway-args "--strategy batched"]
 
 Per row: users, open sessions (peak, and mean over the hold), churn over the hold (sessions opened and
-closed per second), failure ratio of the MCP requests, and CPU of the gateway, of Locust and of Postgres
-(100 % = one core) so it is plain which side binds. "Open" is the gateway's registry: it includes sessions
-whose client has left and that the next cleanup cycle has not yet removed. Figures are printed, never asserted.
+closed per second), failure ratio of the MCP requests, and CPU of each gateway process, of Locust and of
+Postgres (100 % = one core) so it is plain which side binds; at the end each gateway's RSS and open fds.
+``--gateway-workers N`` starts N gateways on the same database and spreads the sessions over them. "Open" is
+the gateways' registries: it includes sessions whose client has left and that the next cleanup cycle has not
+yet removed. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -22,12 +26,33 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway_sim.admin_client import AdminClient
 from gateway_sim.settings import list_type
 from harness.capacity.load_side import Row, postgres_root, run_one
 from harness.cli import CliParser
 from harness.settings import SETTINGS
 from harness.sut.gateway_proc import GatewayError, GatewayProcess
 from harness.sut.postgres import EmbeddedPostgres, ProviderError
+
+
+def _resources(gateways: Sequence[GatewayProcess]) -> str:
+    """Each gateway's RSS, open fds and sessions at the end of a run, and memory per session."""
+    parts = []
+    for gateway in gateways:
+        try:
+            p = AdminClient(str(gateway.url)).process()
+        except (OSError, ValueError, KeyError) as exc:
+            parts.append(f"gateway {gateway.worker_id}: {exc}")
+            continue
+        sessions = int(p["sessions_active"]) or 1
+        parts.append(f"gateway {gateway.worker_id}: RSS {p['rss_bytes'] / 2**20:.0f} MiB, {p['open_fds']} fds, "
+                     f"{p['sessions_active']} sessions ({p['rss_bytes'] / sessions / 1024:.1f} KiB RSS per session)")
+    return "; ".join(parts)
+
+
+def _gateway_cpu(row: Row) -> str:
+    """Gateway CPU %, one figure per gateway process (``91`` or ``88/90``)."""
+    return "/".join(f"{v:.0f}" for k, v in sorted(row.cpu.items()) if k.startswith("gateway")) or "0"
 
 
 def render(rows: Sequence[Row], processes: int) -> str:
@@ -40,7 +65,7 @@ def render(rows: Sequence[Row], processes: int) -> str:
         lines.append(
             f"{r.users:>7} {r.open_peak:>9} {r.open_mean:>9.0f} {r.opened_per_s:>9.1f} {r.closed_per_s:>9.1f} "
             f"{r.opened_per_s + r.closed_per_s:>8.1f} {r.requests:>9} {100 * r.failure_ratio:>7.2f} "
-            f"{r.cpu.get('gateway', 0):>8.0f} {r.cpu.get('locust', 0):>11.0f} {r.cpu.get('postgres', 0):>8.0f} "
+            f"{_gateway_cpu(r):>8} {r.cpu.get('locust', 0):>11.0f} {r.cpu.get('postgres', 0):>8.0f} "
             f"{r.exit_code!s:>4}"
         )
     return "\n".join(lines)
@@ -56,6 +81,7 @@ def build_parser() -> CliParser:
     parser.add_argument("--calls-per-session", type=int, default=3,
                         help="MCP calls per session after initialize (default 3)")
     parser.add_argument("--processes", type=int, default=1, help="Locust processes (--processes)")
+    parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes (default 1)")
     parser.add_argument("--cleanup-interval", type=float, default=5.0)
     parser.add_argument(
         "--gateway-args",
@@ -68,8 +94,9 @@ def build_parser() -> CliParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.spawn_rate <= 0 or args.hold <= 0 or args.processes < 1:
-        print("locust_capacity: --spawn-rate and --hold must be > 0, --processes >= 1", file=sys.stderr)
+    if args.spawn_rate <= 0 or args.hold <= 0 or args.processes < 1 or args.gateway_workers < 1:
+        print("locust_capacity: --spawn-rate and --hold must be > 0, --processes and --gateway-workers >= 1",
+              file=sys.stderr)
         return 2
     try:
         lo, _, hi = args.session_lifetime.partition("-")
@@ -83,20 +110,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="locust-capacity-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
+    ends: list[str] = []
     try:
         server = EmbeddedPostgres(max_connections=200)
         with server as db_url:
             postgres = postgres_root(server.data_dir)
             gateway_args = ["--cleanup-interval", str(args.cleanup_interval), *shlex.split(args.gateway_args)]
             for users in args.users:
-                gateway = GatewayProcess(db_url, gateway_args, log_path=out_dir / "gateway.log")
-                with gateway:
-                    rows.append(run_one(gateway, users, args, out_dir, postgres))
+                gateways = [GatewayProcess(db_url, gateway_args, worker_id=str(i),
+                                           log_path=out_dir / f"gateway-{i}.log") for i in range(args.gateway_workers)]
+                with contextlib.ExitStack() as stack:
+                    for gateway in gateways:
+                        stack.enter_context(gateway)
+                    rows.append(run_one(gateways, users, args, out_dir, postgres))
+                    ends.append(_resources(gateways))
                 print(render(rows[-1:], args.processes).splitlines()[-1], flush=True)
     except (ProviderError, GatewayError) as exc:
         print(f"locust_capacity: {exc}", file=sys.stderr)
         return 1
     print(render(rows, args.processes))
+    for users, end in zip(args.users, ends, strict=False):
+        print(f"{users} users, at the end of the hold: {end}")
     # Other work on the machine takes CPU from all three processes: say how busy it was.
     print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"Locust CSV and logs: {out_dir}")

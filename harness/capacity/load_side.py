@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,9 +80,9 @@ def _cpu(procs: dict[int, psutil.Process], root: psutil.Process) -> float:
 class Sampler(threading.Thread):
     """Samples ``/admin/cycles`` sessions and the CPU of each process tree once a second until stopped."""
 
-    def __init__(self, gateway_url: str, roots: dict[str, psutil.Process]) -> None:
+    def __init__(self, gateway_urls: str | Sequence[str], roots: dict[str, psutil.Process]) -> None:
         super().__init__(daemon=True)
-        self.url = gateway_url
+        self.urls = [gateway_urls] if isinstance(gateway_urls, str) else list(gateway_urls)
         self.roots = roots
         self.seen: dict[str, dict[int, psutil.Process]] = {name: {} for name in roots}
         self.samples: list[Sample] = []
@@ -95,15 +96,15 @@ class Sampler(threading.Thread):
         self._cpu()
         while not self.stop.wait(1.0):
             try:
-                sessions = AdminClient(self.url).accounting()
+                accounts = [AdminClient(url).accounting() for url in self.urls]
             except (OSError, ValueError, KeyError):
                 continue
             self.samples.append(
                 Sample(
                     t=time.monotonic() - start,
-                    open=int(sessions["active"]),
-                    created=int(sessions["created"]),
-                    removed=int(sessions["removed"]),
+                    open=sum(int(a["active"]) for a in accounts),
+                    created=sum(int(a["created"]) for a in accounts),
+                    removed=sum(int(a["removed"]) for a in accounts),
                     cpu=self._cpu(),
                 )
             )
@@ -126,11 +127,20 @@ def mcp_counts(stats_csv: Path) -> tuple[int, int]:
     return sum(int(r["Request Count"]) for r in rows), sum(int(r["Failure Count"]) for r in rows)
 
 
+def gateway_roots(gateways: Sequence[GatewayProcess]) -> dict[str, psutil.Process]:
+    """The gateway processes by the name their CPU is reported under: ``gateway``, ``gateway1``, …"""
+    return {("gateway" if i == 0 else f"gateway{i}"): psutil.Process(g.pid) for i, g in enumerate(gateways)}
+
+
 def run_one(
-    gateway: GatewayProcess, users: int, args: argparse.Namespace, out_dir: Path, postgres: psutil.Process | None
+    gateway: GatewayProcess | Sequence[GatewayProcess], users: int, args: argparse.Namespace, out_dir: Path,
+    postgres: psutil.Process | None
 ) -> Row:
-    """One Locust run; the hold window starts once all users are up and their first sessions have turned."""
-    assert gateway.url is not None and gateway.pid is not None
+    """One Locust run against one gateway or several (each new session picks the next); the hold window starts
+    once all users are up and their first sessions have turned."""
+    gateways = [gateway] if isinstance(gateway, GatewayProcess) else list(gateway)
+    assert all(g.url is not None and g.pid is not None for g in gateways)
+    gateway = gateways[0]
     spawn_rate, hold, lifetime, processes = args.spawn_rate, args.hold, args.session_lifetime, args.processes
     ramp = users / spawn_rate
     settle = float(lifetime.split("-")[-1])
@@ -143,14 +153,16 @@ def run_one(
         "--transport-mix", str(args.transport_mix), "--calls-per-session", str(getattr(args, "calls_per_session", 3)),
         "--abrupt-ratio", "0.1", "--loglevel", "WARNING",
     ]  # fmt: skip
+    if len(gateways) > 1:
+        command += ["--gateway-urls", ",".join(str(g.url) for g in gateways)]
     if processes > 1:
         command += ["--processes", str(processes), *master_port_args()]
     log = (out_dir / f"u{users}.log").open("w")
     proc = subprocess.Popen(command, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT)
-    roots = {"gateway": psutil.Process(gateway.pid), "locust": psutil.Process(proc.pid)}
+    roots = {**gateway_roots(gateways), "locust": psutil.Process(proc.pid)}
     if postgres is not None:
         roots["postgres"] = postgres
-    sampler = Sampler(gateway.url, roots)
+    sampler = Sampler([str(g.url) for g in gateways], roots)
     sampler.start()
     try:
         exit_code = proc.wait(run_time + 120)

@@ -202,6 +202,20 @@ class PoolMonitor:
         finally:
             self._wait_ended(started, timed_out)
 
+    async def acquire_pooled_async(self, pool: Any) -> Any:
+        """Check a connection straight out of an asyncio engine's pool (its ``_ConnectionFairy``), timed."""
+        from sqlalchemy.util.concurrency import greenlet_spawn
+
+        started = self._wait_started()
+        timed_out = False
+        try:
+            return await greenlet_spawn(pool.connect)
+        except exc.TimeoutError:
+            timed_out = True
+            raise
+        finally:
+            self._wait_ended(started, timed_out)
+
     def dequeue(self) -> None:
         """Called on the executor thread when the job starts running."""
         with self._lock:

@@ -5,8 +5,9 @@ or ``Connection``). The ``thread`` driver runs it in an ORM Session on a synchro
 a thread pool, as the real gateway does with ``asyncio.to_thread``; the ``async`` driver runs the very
 same function on SQLAlchemy's asyncio engine (asyncpg) through ``AsyncConnection.run_sync``. The one
 ORM-only statement is the thread driver's refresh (load the row, set ``last_accessed``, commit). On the async
-driver the per-request statements (a session's insert, delete and touch) run as single Core statements in
-autocommit, one round trip each; the thread driver's statements are the real gateway's.
+driver the per-request statements (a session's insert, delete and touch) are Core statements compiled once
+and run outside a transaction on the pooled asyncpg connection, one round trip each; the thread driver's
+statements are the real gateway's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -40,8 +42,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from gateway_sim.config import StoreConfig
 from gateway_sim.pool_monitor import PoolMonitor
@@ -466,11 +470,31 @@ class ThreadStore(SessionStore):
         self._engine.dispose()
 
 
+@dataclass(frozen=True)
+class _Single:
+    """A Core statement compiled once for the asyncpg dialect: its SQL and the order of its parameters."""
+
+    sql: str
+    params: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Any) -> _Single:
+        compiled = statement.compile(dialect=dialect)
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    """The connection itself failed (terminated, closed, unreachable), not just the statement."""
+    code = str(getattr(exc, "sqlstate", "") or "")
+    return not code or code.startswith(("08", "57P"))
+
+
 class AsyncStore(SessionStore):
     """SQLAlchemy's asyncio engine on asyncpg: the same statements, run on an ``AsyncConnection``.
 
     Statements run through ``AsyncConnection.run_sync`` on a plain Connection (no ORM unit of work on the
-    event loop); the refresh hot path is awaited statement by statement.
+    event loop); the hot paths (the refresh, a session's insert, delete and touch) run Core statements compiled
+    once on the pooled asyncpg connection, statement by statement.
     """
 
     def __init__(self, config: StoreConfig) -> None:
@@ -481,7 +505,13 @@ class AsyncStore(SessionStore):
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._async_engine.sync_engine)
-        self._autocommit_engine = self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._pool = self._async_engine.sync_engine.pool
+        dialect = self._async_engine.dialect
+        self._insert_one = _Single.of(_INSERT_ONE, dialect)
+        self._delete_one = _Single.of(_DELETE_ONE, dialect)
+        self._touch_one = _Single.of(_TOUCH_ONE_RETURNING, dialect)
+        self._select_one = _Single.of(_SELECT_ONE, dialect)
+        self._update_one = _Single.of(_TOUCH_ONE, dialect)
         self.monitor = PoolMonitor(self._async_engine.sync_engine.pool, config.pool_size, config.max_overflow)
 
     @property
@@ -496,39 +526,47 @@ class AsyncStore(SessionStore):
             await conn.close()
 
     async def refresh(self, session_id: str) -> bool:
-        # The hot path: the same SELECT, UPDATE, COMMIT as the ORM refresh, issued as Core statements
-        # on an AsyncConnection (no unit-of-work bookkeeping on the event loop).
-        conn = await self.monitor.acquire_async(self._async_engine)
+        # The hot path: the same BEGIN, SELECT, UPDATE, COMMIT as the ORM refresh (Core statements compiled once),
+        # run on the pooled connection's asyncpg driver connection (no per-statement layers on the event loop).
+        fairy = await self.monitor.acquire_pooled_async(self._pool)
         try:
-            params = {"sid": session_id}
-            if (await conn.execute(_SELECT_ONE, params)).first() is None:
-                await conn.rollback()
-                return False
-            await conn.execute(_TOUCH_ONE, params)
-            await conn.commit()
+            driver = fairy.driver_connection
+            async with driver.transaction():
+                if await driver.fetchval(self._select_one.sql, session_id) is None:
+                    return False
+                await driver.execute(self._update_one.sql, session_id)
             return True
+        except Exception as exc:
+            raise self._failed(fairy, self._update_one, (session_id,), exc) from exc
         finally:
-            await conn.close()
+            await greenlet_spawn(fairy.close)
 
-    async def _autocommit(self, statement: Any, params: dict[str, Any]) -> Any:
-        # One statement in its own implicit transaction: one round trip, no BEGIN/COMMIT, and no greenlet
-        # hop through run_sync. Only the async driver does this; the thread driver sends what the real
-        # gateway sends.
-        conn = await self.monitor.acquire_async(self._autocommit_engine)
+    def _failed(self, fairy: Any, statement: _Single, args: tuple[Any, ...], exc: Exception) -> OperationalError:
+        """The driver's error as SQLAlchemy's; a failed connection invalidates the pool, as a disconnect does."""
+        if _connection_failed(exc):
+            self._pool._invalidate(fairy, exc)  # every connection older than this one is replaced on checkout
+        return OperationalError(statement.sql, args, exc)
+
+    async def _single(self, statement: _Single, *args: Any) -> Any:
+        # One statement outside a transaction (Postgres commits it at once): one round trip, run on the pooled
+        # connection's asyncpg driver connection without SQLAlchemy's per-statement layers. Only the async
+        # driver does this; the thread driver sends what the real gateway sends.
+        fairy = await self.monitor.acquire_pooled_async(self._pool)
         try:
-            result = await conn.execute(statement, params)
-            return result.first() if result.returns_rows else None
+            return await fairy.driver_connection.fetchval(statement.sql, *args)
+        except Exception as exc:
+            raise self._failed(fairy, statement, args, exc) from exc
         finally:
-            await conn.close()
+            await greenlet_spawn(fairy.close)
 
     async def add(self, session_id: str, data: str | None = None) -> None:
-        await self._autocommit(_INSERT_ONE, {"sid": session_id, "data": data})
+        await self._single(self._insert_one, session_id, data)
 
     async def remove(self, session_id: str) -> bool:
-        return await self._autocommit(_DELETE_ONE, {"sid": session_id}) is not None
+        return await self._single(self._delete_one, session_id) is not None
 
     async def touch(self, session_id: str) -> bool:
-        return await self._autocommit(_TOUCH_ONE_RETURNING, {"sid": session_id}) is not None
+        return await self._single(self._touch_one, session_id) is not None
 
     async def _checkout(self) -> Callable[[], Awaitable[None]]:
         conn = await self._async_engine.connect()

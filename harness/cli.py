@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("harness.capacity.sweep", "capacity-planning sweep over a grid of knobs, with report and recommendation"),
     "fault": ("harness.commands.fault",
               "inject database faults into a running 'harness up' (kill, restart, errors, …)"),
+    "observe": ("harness.commands.observe",
+                "watch a gateway's Postgres read-only and infer its cleanup cycles and pool from the database alone"),
     "soak": ("harness.scenario.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
 }
 

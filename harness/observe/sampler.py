@@ -1,0 +1,177 @@
+"""The observer's one read-only connection: polls ``pg_stat_activity`` and ``mcp_sessions`` at 20 Hz.
+
+It never writes: the connection runs with ``default_transaction_read_only = on`` in autocommit (each poll
+its own read-only transaction), and every statement is a ``SELECT``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from harness.observe.infer import InferenceParams, InferredCycle, TransactionTracker, infer_cycles
+from harness.observe.rows import RowTracker
+
+APPLICATION_NAME = "mcp-loadtest-observe"
+POLL_INTERVAL = 0.05
+
+
+class ObserveError(RuntimeError):
+    """The database cannot be observed; the message says why in one line."""
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy-style ``postgresql+driver://`` URL as libpq takes it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith(("postgresql", "postgres")):
+        raise ObserveError(f"--db-url must be a postgresql:// URL, got {url!r}")
+    return f"postgresql://{rest}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def connect(url: str, application_name: str = APPLICATION_NAME, timeout: float = 5.0) -> psycopg.Connection:
+    """The read-only connection, checked: reachable, ``mcp_sessions`` present and readable."""
+    try:
+        conn = psycopg.connect(libpq_url(url), autocommit=True, application_name=application_name,
+                               options="-c default_transaction_read_only=on", connect_timeout=max(1, int(timeout)))
+    except psycopg.Error as exc:
+        raise ObserveError(f"cannot connect to the database: {_first_line(exc)}") from None
+    try:
+        row = conn.execute("SELECT current_database(), to_regclass('mcp_sessions') IS NOT NULL,"
+                           " current_setting('default_transaction_read_only')").fetchone()
+        assert row is not None
+        database, has_table, read_only = row
+        if read_only != "on":
+            raise ObserveError("the connection did not become read-only (default_transaction_read_only is off)")
+        if not has_table:
+            raise ObserveError(f"database {database!r} has no mcp_sessions table: is this the gateway's database?")
+        try:
+            conn.execute("SELECT session_id, created_at, last_accessed FROM mcp_sessions LIMIT 1").fetchall()
+        except psycopg.Error as exc:
+            raise ObserveError(f"cannot read mcp_sessions in {database!r}: {_first_line(exc)}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+_ACTIVITY = (
+    "SELECT pid, coalesce(state, 'unknown'), extract(epoch from xact_start)::float8,"
+    " extract(epoch from state_change)::float8 FROM pg_stat_activity"
+    " WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+_ACTIVITY_NAMED = _ACTIVITY + " AND left(application_name, length(%(name)s)) = %(name)s"
+_ROWS = ("SELECT session_id, extract(epoch from created_at)::float8, extract(epoch from last_accessed)::float8,"
+         " extract(epoch from clock_timestamp())::float8 FROM mcp_sessions")
+_CLOCK = "SELECT extract(epoch from clock_timestamp())::float8"
+_TABLE_STATS = ("SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+                " WHERE relid = to_regclass('mcp_sessions')")
+
+
+@dataclass
+class Observation:
+    """What the sampler saw (times are the database's clock, epoch seconds)."""
+
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    pg_samples: list[dict[str, Any]] = field(default_factory=list)
+    rows: RowTracker = field(default_factory=RowTracker)
+    transactions: TransactionTracker = field(default_factory=TransactionTracker)
+    table_stats_start: dict[str, int] | None = None
+    table_stats_end: dict[str, int] | None = None
+    max_connections: int | None = None
+    application_name: str | None = None
+    poll_errors: int = 0
+    in_transaction: list[tuple[float, int]] = field(default_factory=list)
+
+    def cycles(self, params: InferenceParams | None = None) -> list[InferredCycle]:
+        """The cycles inferred from everything seen so far."""
+        return infer_cycles(self.rows.events(), self.transactions.all(), self.rows.vanished, params)
+
+
+class Sampler:
+    """Polls until :meth:`stop` (or ``duration`` seconds); :attr:`observation` holds the result."""
+
+    def __init__(self, db_url: str, application_name: str | None = None, interval: float = POLL_INTERVAL,
+                 on_poll: Callable[[Observation], None] | None = None) -> None:
+        self.db_url = db_url
+        self.filter_name = application_name
+        self.interval = interval
+        self.on_poll = on_poll
+        self.observation = Observation(application_name=application_name)
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection | None = None
+
+    def open(self) -> None:
+        """Connect and check (raises :class:`ObserveError`)."""
+        self._conn = connect(self.db_url)
+        row = self._conn.execute("SELECT current_setting('max_connections')::int").fetchone()
+        self.observation.max_connections = int(row[0]) if row else None
+
+    def stop(self) -> None:
+        """Ask the polling loop to finish after the current poll."""
+        self._stop.set()
+
+    def _table_stats(self) -> dict[str, int] | None:
+        assert self._conn is not None
+        row = self._conn.execute(_TABLE_STATS).fetchone()
+        return None if row is None else {"n_tup_ins": int(row[0]), "n_tup_upd": int(row[1]),
+                                         "n_tup_del": int(row[2])}
+
+    def poll(self) -> None:
+        """One poll: the gateway's backends, then every row of ``mcp_sessions``."""
+        assert self._conn is not None
+        obs = self.observation
+        if self.filter_name:
+            activity = self._conn.execute(_ACTIVITY_NAMED, {"name": self.filter_name}).fetchall()
+        else:
+            activity = self._conn.execute(_ACTIVITY).fetchall()
+        row = self._conn.execute(_CLOCK).fetchone()
+        t = float(row[0]) if row else time.time()
+        states = Counter(str(a[1]) for a in activity)
+        obs.pg_samples.append({"t": round(t - obs.started_at, 3), "total": len(activity), **states})
+        obs.transactions.update({int(a[0]): (a[2], str(a[1]), a[3]) for a in activity})
+        obs.in_transaction.append((t, sum(1 for a in activity if a[2] is not None)))
+        rows = self._conn.execute(_ROWS).fetchall()
+        snapshot_t = float(rows[-1][3]) if rows else t
+        obs.rows.update(snapshot_t, ((r[0], r[1], r[2]) for r in rows))
+
+    def run(self, duration: float | None = None) -> Observation:
+        """Poll every ``interval`` seconds until stopped or ``duration`` has passed; always closes."""
+        if self._conn is None:
+            self.open()
+        assert self._conn is not None
+        obs = self.observation
+        try:
+            row = self._conn.execute(_CLOCK).fetchone()
+            obs.started_at = float(row[0]) if row else time.time()
+            obs.table_stats_start = self._table_stats()
+            deadline = None if duration is None else time.monotonic() + duration
+            while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                began = time.monotonic()
+                try:
+                    self.poll()
+                except psycopg.OperationalError as exc:
+                    obs.poll_errors += 1
+                    if self._conn.closed:
+                        raise ObserveError(f"lost the database connection: {_first_line(exc)}") from None
+                if self.on_poll is not None:
+                    self.on_poll(obs)
+                self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+            row = self._conn.execute(_CLOCK).fetchone()
+            obs.ended_at = float(row[0]) if row else time.time()
+            obs.table_stats_end = self._table_stats()
+        finally:
+            self._conn.close()
+            self._conn = None
+        return obs

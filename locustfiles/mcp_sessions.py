@@ -34,7 +34,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
-from locustfiles import cleanup_stats, pool_tab
+from locustfiles import cleanup_stats, observed_cycles, pool_tab
 from locustfiles.jsonrpc import Call, check_answer, initialize, notification, random_calls
 from locustfiles.options import LoadSettings, add_arguments
 from locustfiles.session_log import How, SessionLog
@@ -308,6 +308,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     except ValueError as exc:
         print(f"locust: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    observed_cycles.start(environment, str(getattr(environment.parsed_options, "observe_db_url", "") or ""))
     poller = cleanup_stats.start(environment, lambda: _Load.settings.gateway_urls)
     if poller is not None and environment.web_ui is not None:
         pool_tab.install(environment.web_ui, poller)

@@ -152,6 +152,13 @@ def add_arguments(parser: Any) -> None:
         help="comma-separated gateway worker URLs; each new session picks the next (default: --host)",
     )
     group.add_argument(
+        "--observe-db-url",
+        default="",
+        is_secret=True,
+        help="the gateway's database: show cycles observed there as CLEANUP rows (for a gateway without "
+             "/admin/cycles; read-only, see docs/observe.md)",
+    )
+    group.add_argument(
         "--auth-token",
         default="",
         include_in_web_ui=True,

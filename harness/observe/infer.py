@@ -8,11 +8,15 @@ Method:
   1. *Waves*: sorted refresh timestamps are grouped while consecutive ones are at most ``wave_gap`` apart.
      A wave of at least ``wave_rows`` rows is *heavy*: phase 2 starts ``min(c_eff, N)`` refreshes at once
      (bounded) or writes a chunk of ids with one timestamp (batched), request touches arrive one by one.
-  2. *Cycles*: heavy waves at most ``max_gap`` apart chain into one cycle; light waves (touches) between
-     them are counted, at the edges they are not. A chain of fewer than ``min_rows`` rows is dropped.
-  3. *Start* is the first heavy wave's first timestamp (phase 2's start: the expiry sweep and phase 1
-     before it take milliseconds and leave no timestamp). *End* is the latest end of a refresh
-     transaction caught in flight, or the last timestamp plus the median refresh transaction duration.
+  2. *Cycles*: heavy waves at most ``max_gap`` apart chain into a fragment; light waves (touches) between
+     them are counted, at the edges they are not. A fragment with fewer than ``min_rows`` rows in heavy
+     waves is dropped (a few touches that happened to bunch up). Fragments closer than
+     :func:`chain_gap` (half the typical sleep between cycles) are one cycle that stalled.
+  3. *Start* is the start of the expiry sweep's transaction when it was caught in flight (a
+     ``DELETE FROM mcp_sessions … last_accessed <`` statement), else the first heavy wave's first
+     timestamp (phase 2's start: the sweep and phase 1 before it leave no timestamp). *End* is the end of a transaction of the last
+     wave caught in flight, else the last timestamp plus the median duration of the refresh
+     transactions caught in flight (and no earlier than any caught end of the cycle).
   4. Rows that vanished in the poll window around the start are the sweep's and phase 1's: *expired* when
      the row had not been written since the previous cycle started, else *removed one by one*.
 """
@@ -55,10 +59,14 @@ class InferenceParams:
     """Thresholds of the inference (seconds, rows)."""
 
     wave_gap: float = 0.02
-    wave_rows: int = 3
-    max_gap: float = 0.5
-    min_rows: int = 8
+    wave_rows: int = 4
+    max_gap: float = 0.3
+    """Heavy waves closer than this always chain; the gap used is :func:`chain_gap` (adapts to the period)."""
+    max_gap_limit: float = 10.0
+    min_rows: int = 12
     vanish_window: float = 0.1
+    sweep_lead: float = 1.0
+    """An expiry sweep caught in flight up to this long before the first refresh starts the cycle."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class InferredCycle:
     waves: int
     expired: int | None
     removed_one_by_one: int | None
+    start_from: str
+    """``sweep`` (the expiry sweep's transaction was caught in flight) or ``refresh`` (the first refresh)."""
     end_from: str
     """``caught`` (a refresh transaction's end was seen) or ``estimated`` (last start + median duration)."""
 
@@ -98,8 +108,8 @@ def _waves(events: Sequence[RefreshEvent], gap: float) -> list[_Wave]:
     return waves
 
 
-def _chains(waves: list[_Wave], params: InferenceParams) -> list[list[_Wave]]:
-    """Heavy waves chained by ``max_gap``, with the light waves between them."""
+def _fragments(waves: list[_Wave], params: InferenceParams) -> list[list[_Wave]]:
+    """Heavy waves chained by ``max_gap``, with the light waves between them; too few heavy rows dropped."""
     chains: list[list[_Wave]] = []
     current: list[_Wave] = []
     pending: list[_Wave] = []  # light waves after the current chain's last heavy wave
@@ -116,7 +126,31 @@ def _chains(waves: list[_Wave], params: InferenceParams) -> list[list[_Wave]]:
             pending.append(wave)
     if current:
         chains.append(current)
-    return [c for c in chains if sum(w.rows for w in c) >= params.min_rows]
+    return [c for c in chains if sum(w.rows for w in c if w.rows >= params.wave_rows) >= params.min_rows]
+
+
+def chain_gap(fragments: Sequence[Sequence[_Wave]], params: InferenceParams) -> float:
+    """The gap that separates cycles: half the upper quartile of the gaps between fragments (mostly the
+    sleeps between cycles; a stall inside a cycle is shorter), within [``max_gap``, ``max_gap_limit``];
+    ``max_gap`` itself with fewer than three gaps."""
+    gaps = sorted(b[0].first - a[-1].last for a, b in zip(fragments, fragments[1:], strict=False))
+    if len(gaps) < 3:
+        return params.max_gap
+    upper_quartile = gaps[min(len(gaps) - 1, (3 * len(gaps)) // 4)]
+    return min(params.max_gap_limit, max(params.max_gap, upper_quartile / 2))
+
+
+def _chains(waves: list[_Wave], params: InferenceParams) -> list[list[_Wave]]:
+    """Fragments of phase 2 (see :func:`_fragments`) merged across stalls shorter than :func:`chain_gap`."""
+    fragments = _fragments(waves, params)
+    gap = chain_gap(fragments, params)
+    chains: list[list[_Wave]] = []
+    for fragment in fragments:
+        if chains and fragment[0].first - chains[-1][-1].last <= gap:
+            chains[-1] = [*chains[-1], *fragment]
+        else:
+            chains.append(list(fragment))
+    return chains
 
 
 def _duration_index(transactions: Sequence[Transaction]) -> tuple[list[float], list[Transaction]]:
@@ -129,6 +163,7 @@ def infer_cycles(
     transactions: Sequence[Transaction] = (),
     vanished: Sequence[Vanished] = (),
     params: InferenceParams | None = None,
+    sweeps: Sequence[float] = (),
 ) -> list[InferredCycle]:
     """The cleanup cycles in ``events`` (see the module docstring for the method)."""
     params = params or InferenceParams()
@@ -140,19 +175,26 @@ def infer_cycles(
     typical = median(in_cycles) if in_cycles else 0.0
     cycles: list[InferredCycle] = []
     previous_start: float | None = None
+    previous_last: float | None = None
     for chain, (first, last) in zip(chains, spans, strict=True):
         lo = bisect.bisect_left(starts, first - 1e-6)
         hi = bisect.bisect_right(starts, last + 1e-6)
-        caught = [t.end for t in done[lo:hi] if t.end is not None and t.end <= last + params.max_gap]
-        estimated = last + typical
-        end, end_from = (max(caught), "caught") if caught and max(caught) >= estimated else (estimated, "estimated")
+        ends = [(t.start, t.end) for t in done[lo:hi] if t.end is not None and t.end <= last + params.max_gap]
+        final = [e for s, e in ends if s >= chain[-1].first - 1e-6]
+        if final:
+            end, end_from = max(final), "caught"
+        else:
+            end, end_from = max([last + typical, *(e for _, e in ends)]), "estimated"
         expired, one_by_one = _classify_vanished(vanished, first, previous_start, params.vanish_window)
+        lead = [s for s in sweeps if first - params.sweep_lead <= s <= first
+                and (previous_last is None or s > previous_last)]
         cycles.append(InferredCycle(
-            start=first, end=max(end, last), last_refresh=last, refreshed=sum(w.rows for w in chain),
+            start=max(lead) if lead else first, end=max(end, last), start_from="sweep" if lead else "refresh",
+            last_refresh=last, refreshed=sum(w.rows for w in chain),
             waves=sum(1 for w in chain if w.rows >= params.wave_rows), expired=expired,
             removed_one_by_one=one_by_one, end_from=end_from,
         ))
-        previous_start = first
+        previous_start, previous_last = first, last
     return cycles
 
 
@@ -196,6 +238,10 @@ class TransactionTracker:
         for pid, (xact_start, _state, _change) in backends.items():
             if xact_start is not None and pid not in self.open:
                 self.open[pid] = xact_start
+
+    def forget_before(self, ts: float) -> None:
+        """Drop finished transactions that started before ``ts``."""
+        self.transactions = [t for t in self.transactions if t.start >= ts]
 
     def all(self) -> list[Transaction]:
         """Every transaction so far, the ones still open without an end."""

@@ -14,7 +14,9 @@ INSERT_SLACK = 0.001
 class RowTracker:
     """Diffs each snapshot ``[(session_id, created_at, last_accessed)]`` against the previous one."""
 
-    def __init__(self) -> None:
+    def __init__(self, since: float | None = None) -> None:
+        self.since = since
+        """Writes at or after this time count even in the first snapshot (they happened while watching)."""
         self.rows: dict[str, float] = {}
         self.writes: Counter[float] = Counter()
         self.vanished: list[Vanished] = []
@@ -31,10 +33,14 @@ class RowTracker:
             current[session_id] = last_accessed
             before = self.rows.get(session_id)
             if before is None:
-                if not first:
-                    self.inserted += 1
-                    if last_accessed > created_at + INSERT_SLACK:
+                if first:
+                    if self.since is not None and last_accessed >= self.since \
+                            and last_accessed > created_at + INSERT_SLACK:
                         self.writes[last_accessed] += 1
+                    continue
+                self.inserted += 1
+                if last_accessed > created_at + INSERT_SLACK:
+                    self.writes[last_accessed] += 1
             elif last_accessed != before:
                 self.writes[last_accessed] += 1
         if self._last_t is not None:
@@ -48,3 +54,9 @@ class RowTracker:
         """The writes seen, one event per distinct timestamp (optionally only from ``since`` on)."""
         return sorted((RefreshEvent(ts, n) for ts, n in self.writes.items() if since is None or ts >= since),
                       key=lambda e: e.ts)
+
+    def forget_before(self, ts: float) -> None:
+        """Drop writes and deletions older than ``ts`` (a long live observation keeps memory flat)."""
+        for key in [k for k in self.writes if k < ts]:
+            del self.writes[key]
+        self.vanished = [v for v in self.vanished if v.before >= ts]

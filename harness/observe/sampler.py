@@ -6,6 +6,7 @@ its own read-only transaction), and every statement is a ``SELECT``.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,11 @@ from harness.observe.infer import InferenceParams, InferredCycle, TransactionTra
 from harness.observe.rows import RowTracker
 
 APPLICATION_NAME = "mcp-loadtest-observe"
-POLL_INTERVAL = 0.05
+POLL_INTERVAL = 0.025
+ROWS_EVERY = 2
+"""Read ``mcp_sessions`` every this many polls (``pg_stat_activity`` every poll: 40 Hz, rows at 20 Hz)."""
+SWEEP = re.compile(r"^\s*DELETE\s+FROM\s+\"?mcp_sessions\"?\s+WHERE\b.*\blast_accessed\b\s*<", re.I | re.S)
+"""The expiry sweep's statement, whoever wrote it (ORM or hand-written SQL)."""
 
 
 class ObserveError(RuntimeError):
@@ -67,7 +72,7 @@ def connect(url: str, application_name: str = APPLICATION_NAME, timeout: float =
 
 _ACTIVITY = (
     "SELECT pid, coalesce(state, 'unknown'), extract(epoch from xact_start)::float8,"
-    " extract(epoch from state_change)::float8 FROM pg_stat_activity"
+    " extract(epoch from state_change)::float8, left(query, 200) FROM pg_stat_activity"
     " WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
 _ACTIVITY_NAMED = _ACTIVITY + " AND left(application_name, length(%(name)s)) = %(name)s"
@@ -93,10 +98,13 @@ class Observation:
     application_name: str | None = None
     poll_errors: int = 0
     in_transaction: list[tuple[float, int]] = field(default_factory=list)
+    sweeps: set[float] = field(default_factory=set)
+    """Start times of expiry-sweep transactions caught in flight."""
 
     def cycles(self, params: InferenceParams | None = None) -> list[InferredCycle]:
         """The cycles inferred from everything seen so far."""
-        return infer_cycles(self.rows.events(), self.transactions.all(), self.rows.vanished, params)
+        return infer_cycles(self.rows.events(), self.transactions.all(), self.rows.vanished, params,
+                            sorted(self.sweeps))
 
 
 class Sampler:
@@ -111,6 +119,7 @@ class Sampler:
         self.observation = Observation(application_name=application_name)
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
+        self._polls = 0
 
     def open(self) -> None:
         """Connect and check (raises :class:`ObserveError`)."""
@@ -142,6 +151,10 @@ class Sampler:
         obs.pg_samples.append({"t": round(t - obs.started_at, 3), "total": len(activity), **states})
         obs.transactions.update({int(a[0]): (a[2], str(a[1]), a[3]) for a in activity})
         obs.in_transaction.append((t, sum(1 for a in activity if a[2] is not None)))
+        obs.sweeps.update(a[2] for a in activity if a[2] is not None and a[4] and SWEEP.match(a[4]))
+        self._polls += 1
+        if self._polls % ROWS_EVERY:
+            return
         rows = self._conn.execute(_ROWS).fetchall()
         snapshot_t = float(rows[-1][3]) if rows else t
         obs.rows.update(snapshot_t, ((r[0], r[1], r[2]) for r in rows))
@@ -155,6 +168,7 @@ class Sampler:
         try:
             row = self._conn.execute(_CLOCK).fetchone()
             obs.started_at = float(row[0]) if row else time.time()
+            obs.rows.since = obs.started_at
             obs.table_stats_start = self._table_stats()
             deadline = None if duration is None else time.monotonic() + duration
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):

@@ -45,6 +45,7 @@ class HeldSessions:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._loop.run_forever, name="held-sse", daemon=True)
         self._task: Any = None
+        self._closing: asyncio.Event | None = None
 
     def open(self, timeout: float = 120.0) -> int:
         """Open the streams; returns how many answered with their endpoint event."""
@@ -54,6 +55,7 @@ class HeldSessions:
         return self.opened
 
     async def _hold(self) -> None:
+        self._closing = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as http:
             sem = asyncio.Semaphore(200)
@@ -62,30 +64,23 @@ class HeldSessions:
             async def one() -> None:
                 async with sem:
                     response = await http.get(f"{self.url}/sse")
-                    await response.content.readline()
                     streams.append(response)
+                    await response.content.readline()
                     self.opened += 1
 
             await asyncio.gather(*(one() for _ in range(self.count)), return_exceptions=True)
             self._ready.set()
-
-            async def drain(response: aiohttp.ClientResponse) -> None:
-                with contextlib.suppress(Exception):
-                    async for _ in response.content:
-                        pass
-
-            try:
-                await asyncio.gather(*(drain(r) for r in streams))
-            finally:
-                for response in streams:
-                    response.close()
+            await self._closing.wait()
+            for response in streams:
+                response.close()
 
     def close(self) -> None:
         """Close every stream and stop the thread."""
         if self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-            with contextlib.suppress(BaseException):
-                self._task.result(30)
+            self._ready.wait(120)
+            self._loop.call_soon_threadsafe(self._closing.set)  # type: ignore[union-attr]
+            with contextlib.suppress(Exception):
+                self._task.result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
 

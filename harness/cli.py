@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from harness.errors import UsageError
+from harness.observe.sampler import ObserveError
 from harness.sut.gateway_proc import GatewayError
 from harness.sut.postgres import ProviderError
 
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError) as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ProviderError, GatewayError, OSError) as exc:
+    except (ProviderError, GatewayError, ObserveError, OSError) as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -83,7 +83,7 @@ def test_touches_alone_make_no_cycle() -> None:
 
 
 def test_a_touch_just_before_or_after_a_cycle_does_not_stretch_it() -> None:
-    events = bounded_cycle(10.0, 100, 20, 0.05) + [RefreshEvent(9.9), RefreshEvent(10.45)]
+    events = [*bounded_cycle(10.0, 100, 20, 0.05), RefreshEvent(9.9), RefreshEvent(10.45)]
     (cycle,) = infer_cycles(events)
     assert cycle.start == 10.0
     assert cycle.last_refresh < 10.21

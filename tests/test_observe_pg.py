@@ -112,7 +112,7 @@ def test_observe_leaves_the_schema_as_found_and_ctrl_c_still_writes(db_url: str,
         assert names == ["mcp-loadtest-observe"]  # one connection, named
         time.sleep(1.5)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -161,3 +161,35 @@ def test_short_ground_truth_point() -> None:
     assert result.recall is not None and result.recall >= 0.95, detail
     assert result.precision is not None and result.precision >= 0.95, detail
     assert result.within_tolerance is not None and result.within_tolerance >= 0.95, detail
+
+
+def test_run_against_a_gateway_without_admin_api_observes_and_says_so(
+        db_url: str, start_gateway: Callable[..., GatewayProcess], tmp_path: Path) -> None:
+    gateway = start_gateway("--no-admin", "--cleanup-interval", "1")
+    result = subprocess.run([*HARNESS, "run", "--gateway-url", gateway.url, "--db-url", db_url, "--users", "20",
+                             "--spawn-rate", "20", "--run-time", "8s", "--session-lifetime", "4-7",
+                             "--transport-mix", "1", "--no-progress", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "has no /admin/cycles: measuring cleanup by observing its database" in result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["source"] == "observed"
+    assert summary["cleanup"]["cycles"] >= 2
+    assert summary["locust"]["requests"] > 0
+    assert (tmp_path / "locust_stats.csv").exists() and (tmp_path / "report.html").exists()
+
+
+def test_locust_shows_observed_cycles_as_cleanup_rows(
+        db_url: str, start_gateway: Callable[..., GatewayProcess], tmp_path: Path) -> None:
+    gateway = start_gateway("--no-admin", "--cleanup-interval", "1")
+    locustfile = Path(__file__).resolve().parents[1] / "locustfiles" / "mcp_sessions.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "20", "-r", "20", "-t", "9s",
+         "--host", gateway.url, "--session-lifetime", "4-7", "--transport-mix", "1", "--observe-db-url", db_url,
+         "--csv", str(tmp_path / "locust"), "--only-summary", "--loglevel", "ERROR", "--exit-code-on-error", "0"],
+        capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stats = (tmp_path / "locust_stats.csv").read_text()
+    rows = [line for line in stats.splitlines() if line.startswith("CLEANUP,cycle (observed)")]
+    assert rows, stats
+    assert int(rows[0].split(",")[2]) >= 2  # request count: cycles observed while the test ran

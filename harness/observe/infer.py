@@ -14,8 +14,8 @@ Method:
      :func:`chain_gap` (half the typical sleep between cycles) are one cycle that stalled.
   3. *Start* is the start of the expiry sweep's transaction when it was caught in flight (a
      ``DELETE FROM mcp_sessions … last_accessed <`` statement), else the first heavy wave's first
-     timestamp (phase 2's start: the sweep and phase 1 before it leave no timestamp). *End* is the end of a transaction of the last
-     wave caught in flight, else the last timestamp plus the median duration of the refresh
+     timestamp (phase 2's start: the sweep and phase 1 before it leave no timestamp). *End* is the end
+     of a transaction of the last wave caught in flight, else the last timestamp plus the median duration of the refresh
      transactions caught in flight (and no earlier than any caught end of the cycle).
   4. Rows that vanished in the poll window around the start are the sweep's and phase 1's: *expired* when
      the row had not been written since the previous cycle started, else *removed one by one*.
@@ -24,6 +24,7 @@ Method:
 from __future__ import annotations
 
 import bisect
+from itertools import pairwise
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
@@ -133,7 +134,7 @@ def chain_gap(fragments: Sequence[Sequence[_Wave]], params: InferenceParams) -> 
     """The gap that separates cycles: half the upper quartile of the gaps between fragments (mostly the
     sleeps between cycles; a stall inside a cycle is shorter), within [``max_gap``, ``max_gap_limit``];
     ``max_gap`` itself with fewer than three gaps."""
-    gaps = sorted(b[0].first - a[-1].last for a, b in zip(fragments, fragments[1:], strict=False))
+    gaps = sorted(b[0].first - a[-1].last for a, b in pairwise(fragments))
     if len(gaps) < 3:
         return params.max_gap
     upper_quartile = gaps[min(len(gaps) - 1, (3 * len(gaps)) // 4)]

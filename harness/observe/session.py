@@ -35,12 +35,14 @@ def stop_on_signal(stop: Callable[[], None]) -> Iterator[threading.Event]:
 
 
 def finish(obs: Observation, out_dir: Path, config: dict[str, Any], warnings: list[str],
-           params: InferenceParams | None = None) -> tuple[dict[str, Any], list[InferredCycle]]:
-    """Infer the cycles of ``obs`` and write every result file; returns the summary and the cycles."""
+           params: InferenceParams | None = None, extra: dict[str, Any] | None = None
+           ) -> tuple[dict[str, Any], list[InferredCycle]]:
+    """Infer the cycles of ``obs`` and write every result file (``extra`` replaces summary sections, e.g.
+    ``locust``); returns the summary and the cycles."""
     cycles = obs.cycles(params)
     if obs.pg_samples and not cycles:
         warnings.append("no cleanup cycle was seen: no refresh wave in mcp_sessions during the observation")
-    summary = build_summary(obs, cycles, config, warnings)
+    summary = build_summary(obs, cycles, config, warnings) | dict(extra or {})
     write_results(out_dir, summary, obs, cycles)
     return summary, cycles
 

@@ -83,6 +83,8 @@ class HeldSessions:
                 self._task.result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 def _gateway_args(point: Point) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def build_summary(obs: Observation, cycles: list[InferredCycle], config: dict[st
             "refresh_errors": None,
             "cycle_errors": None,
             "max_inflight": max((r["max_inflight"] for r in rows), default=0),
-            "period_s": stats(b.start - a.start for a, b in zip(cycles, cycles[1:], strict=False)),
+            "period_s": stats(b.start - a.start for a, b in pairwise(cycles)),
             "end_caught": sum(1 for c in cycles if c.end_from == "caught"),
         },
         "pool": _pool(obs),

@@ -312,9 +312,24 @@ def run(args: argparse.Namespace, extensions: Sequence[RunExtension] = ()) -> in
     check_fits(args.fault, args.run_time, embedded,
                "an external gateway" if args.gateway_url else args.db_url or args.db)
     out_dir = args.out or _default_out()
+    if args.gateway_url and not extensions and not args.fault:
+        from harness.observe.external_run import has_admin_api, run_observed
+
+        if not has_admin_api(args.gateway_url[0]):
+            from harness.commands.observe import print_observed
+
+            observed = run_observed(args, _locust_options(args), out_dir)
+            print_observed(observed, out_dir)
+            lo = observed["locust"]
+            print(f"locust requests / failure ratio / rps: {lo['requests']} / {lo['failure_ratio']} / {lo['rps']}")
+            return _gate(args, out_dir)
     summary = execute(args, out_dir, extensions)
     print_summary(summary, out_dir)
     print(f"wrote {out_dir}/summary.json, report.html, cycles.csv, pool.csv, locust_stats.csv", file=sys.stderr)
+    return _gate(args, out_dir)
+
+
+def _gate(args: argparse.Namespace, out_dir: Path) -> int:
     if args.gate is not None:
         from harness.gate.evaluate import run_gate
 

@@ -24,9 +24,9 @@ Method:
 from __future__ import annotations
 
 import bisect
-from itertools import pairwise
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from statistics import median
 
 

@@ -14,9 +14,11 @@ Method:
      :func:`chain_gap` (half the typical sleep between cycles) are one cycle that stalled.
   3. *Start* is the start of the expiry sweep's transaction when it was caught in flight (a
      ``DELETE FROM mcp_sessions … last_accessed <`` statement), else the first heavy wave's first
-     timestamp (phase 2's start: the sweep and phase 1 before it leave no timestamp). *End* is the end
-     of a transaction of the last wave caught in flight, else the last timestamp plus the median duration of the refresh
-     transactions caught in flight (and no earlier than any caught end of the cycle).
+     timestamp (phase 2's start: the sweep and phase 1 before it leave no timestamp).
+     *End*: after the last heavy wave the cycle is followed in ``pg_stat_activity`` (see :func:`_tail`): it
+     ends at the first poll with none of its transactions open, at the latest transaction end seen by
+     then. Without polls that show it: the end of a last-wave transaction caught in flight, else the last
+     timestamp plus the median duration of the refresh transactions caught in flight.
   4. Rows that vanished in the poll window around the start are the sweep's and phase 1's: *expired* when
      the row had not been written since the previous cycle started, else *removed one by one*.
 """
@@ -56,6 +58,16 @@ class Vanished:
 
 
 @dataclass(frozen=True)
+class ActivitySample:
+    """One ``pg_stat_activity`` poll at ``t``: starts of the gateway's open transactions, and the
+    ``state_change`` of backends that went idle since the previous poll (their transactions' ends)."""
+
+    t: float
+    open_starts: tuple[float, ...] = ()
+    idle_ends: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class InferenceParams:
     """Thresholds of the inference (seconds, rows)."""
 
@@ -84,7 +96,8 @@ class InferredCycle:
     start_from: str
     """``sweep`` (the expiry sweep's transaction was caught in flight) or ``refresh`` (the first refresh)."""
     end_from: str
-    """``caught`` (a refresh transaction's end was seen) or ``estimated`` (last start + median duration)."""
+    """``activity`` (the end of the cycle's last transaction, seen in ``pg_stat_activity``), ``caught`` (a
+    last-wave transaction's end was seen) or ``estimated`` (last start + median transaction duration)."""
 
     @property
     def duration_ms(self) -> float:
@@ -159,16 +172,51 @@ def _duration_index(transactions: Sequence[Transaction]) -> tuple[list[float], l
     return [t.start for t in done], done
 
 
+def _tail(chain: list[_Wave], later: Sequence[_Wave], activity: Sequence[ActivitySample],
+          times: Sequence[float], limit: float) -> tuple[list[_Wave], float | None]:
+    """Follow a cycle past its last heavy wave in ``pg_stat_activity``.
+
+    Light waves that start while a transaction the cycle started is still open belong to it (bounded
+    refreshes whose starts drifted apart); the cycle ends at the first poll with none of its transactions
+    open, at the latest transaction end seen before that poll. ``None`` when the polls do not show it.
+    """
+    first, last = chain[0].first, chain[-1].last
+    i = bisect.bisect_right(times, last)
+    j = 0
+    ends: list[float] = []
+    for sample in activity[i:]:
+        if sample.t > last + limit:
+            return chain, None
+        while j < len(later) and later[j].first <= sample.t and later[j].first - last <= limit:
+            chain = [*chain, later[j]]
+            last = later[j].last
+            j += 1
+        ends.extend(e for e in sample.idle_ends if e > last)
+        if not any(first - 1e-6 <= s <= last + 1e-6 for s in sample.open_starts):
+            return chain, max(ends) if ends else None
+    return chain, None
+
+
 def infer_cycles(
     events: Sequence[RefreshEvent],
     transactions: Sequence[Transaction] = (),
     vanished: Sequence[Vanished] = (),
     params: InferenceParams | None = None,
     sweeps: Sequence[float] = (),
+    activity: Sequence[ActivitySample] = (),
 ) -> list[InferredCycle]:
     """The cleanup cycles in ``events`` (see the module docstring for the method)."""
     params = params or InferenceParams()
-    chains = _chains(_waves(events, params.wave_gap), params)
+    waves = _waves(events, params.wave_gap)
+    chains = _chains(waves, params)
+    times = [a.t for a in activity]
+    wave_firsts = [w.first for w in waves]
+    tails: list[float | None] = []
+    for k, chain in enumerate(chains):
+        after = bisect.bisect_right(wave_firsts, chain[-1].last)
+        stop = bisect.bisect_left(wave_firsts, chains[k + 1][0].first) if k + 1 < len(chains) else len(waves)
+        chains[k], tail_end = _tail(chain, waves[after:stop], activity, times, params.max_gap)
+        tails.append(tail_end)
     starts, done = _duration_index(transactions)
     spans = [(c[0].first, c[-1].last) for c in chains]
     in_cycles = [t.end - t.start for t in done  # type: ignore[operator]
@@ -177,12 +225,14 @@ def infer_cycles(
     cycles: list[InferredCycle] = []
     previous_start: float | None = None
     previous_last: float | None = None
-    for chain, (first, last) in zip(chains, spans, strict=True):
+    for chain, (first, last), tail_end in zip(chains, spans, tails, strict=True):
         lo = bisect.bisect_left(starts, first - 1e-6)
         hi = bisect.bisect_right(starts, last + 1e-6)
         ends = [(t.start, t.end) for t in done[lo:hi] if t.end is not None and t.end <= last + params.max_gap]
         final = [e for s, e in ends if s >= chain[-1].first - 1e-6]
-        if final:
+        if tail_end is not None:
+            end, end_from = max([tail_end, *final]), "activity"
+        elif final:
             end, end_from = max(final), "caught"
         else:
             end, end_from = max([last + typical, *(e for _, e in ends)]), "estimated"

@@ -6,6 +6,7 @@ its own read-only transaction), and every statement is a ``SELECT``.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -16,13 +17,14 @@ from typing import Any
 
 import psycopg
 
-from harness.observe.infer import InferenceParams, InferredCycle, TransactionTracker, infer_cycles
+from harness.observe.infer import ActivitySample, InferenceParams, InferredCycle, TransactionTracker, infer_cycles
 from harness.observe.rows import RowTracker
 
 APPLICATION_NAME = "mcp-loadtest-observe"
 POLL_INTERVAL = 0.025
-ROWS_EVERY = 2
-"""Read ``mcp_sessions`` every this many polls (``pg_stat_activity`` every poll: 40 Hz, rows at 20 Hz)."""
+"""``pg_stat_activity`` every 25 ms (40 Hz), continuously while an expiry sweep is due (see :class:`SweepWindow`)."""
+ROWS_INTERVAL = 0.05
+"""``mcp_sessions`` every 50 ms (20 Hz)."""
 SWEEP = re.compile(r"^\s*DELETE\s+FROM\s+\"?mcp_sessions\"?\s+WHERE\b.*\blast_accessed\b\s*<", re.I | re.S)
 """The expiry sweep's statement, whoever wrote it (ORM or hand-written SQL)."""
 
@@ -70,12 +72,16 @@ def connect(url: str, application_name: str = APPLICATION_NAME, timeout: float =
     return conn
 
 
-_ACTIVITY = (
-    "SELECT pid, coalesce(state, 'unknown'), extract(epoch from xact_start)::float8,"
-    " extract(epoch from state_change)::float8, left(query, 200) FROM pg_stat_activity"
+_BACKENDS = (
+    "SELECT pid, coalesce(state, 'unknown') AS state, extract(epoch from xact_start)::float8 AS xs,"
+    " extract(epoch from state_change)::float8 AS sc, left(query, 200) AS q FROM pg_stat_activity"
     " WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
-_ACTIVITY_NAMED = _ACTIVITY + " AND left(application_name, length(%(name)s)) = %(name)s"
+_ACTIVITY = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q"
+             f" FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}) a ON true")
+_ACTIVITY_NAMED = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q"
+                   f" FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}"
+                   " AND left(application_name, length(%(name)s)) = %(name)s) a ON true")
 _ROWS = ("SELECT session_id, extract(epoch from created_at)::float8, extract(epoch from last_accessed)::float8,"
          " extract(epoch from clock_timestamp())::float8 FROM mcp_sessions")
 _CLOCK = "SELECT extract(epoch from clock_timestamp())::float8"
@@ -100,11 +106,35 @@ class Observation:
     in_transaction: list[tuple[float, int]] = field(default_factory=list)
     sweeps: set[float] = field(default_factory=set)
     """Start times of expiry-sweep transactions caught in flight."""
+    activity: list[ActivitySample] = field(default_factory=list)
+    hot_seconds: float = 0.0
 
-    def cycles(self, params: InferenceParams | None = None) -> list[InferredCycle]:
-        """The cycles inferred from everything seen so far."""
-        return infer_cycles(self.rows.events(), self.transactions.all(), self.rows.vanished, params,
-                            sorted(self.sweeps))
+    def cycles(self, params: InferenceParams | None = None, since: float | None = None) -> list[InferredCycle]:
+        """The cycles inferred from everything seen so far (or from ``since`` on)."""
+        activity = self.activity if since is None else [a for a in self.activity if a.t >= since]
+        return infer_cycles(self.rows.events(since), self.transactions.all(), self.rows.vanished, params,
+                            sorted(self.sweeps), activity)
+
+
+class SweepWindow:
+    """When the next cycle is due, poll ``pg_stat_activity`` without pause to catch its expiry sweep.
+
+    About once a second, the cycles of the last minute give the sleep between one cycle's end and the
+    next start; from two cycles on, the window is ``[last end + sleep - lead, last end + sleep + lag]``.
+    """
+
+    def __init__(self, lead: float = 0.5, lag: float = 0.3, every: float = 1.0) -> None:
+        self.lead, self.lag, self.every = lead, lag, every
+        self.due: float | None = None
+        self._checked = 0.0
+
+    def hot(self, obs: Observation, now: float) -> bool:
+        if now - self._checked >= self.every:
+            self._checked = now
+            cycles = [c for c in obs.cycles(since=now - 60.0) if c.end < now - 0.5]
+            sleeps = sorted(b.start - a.end for a, b in itertools.pairwise(cycles))
+            self.due = cycles[-1].end + sleeps[len(sleeps) // 2] if sleeps else None
+        return self.due is not None and self.due - self.lead <= now <= self.due + self.lag
 
 
 class Sampler:
@@ -119,7 +149,9 @@ class Sampler:
         self.observation = Observation(application_name=application_name)
         self._stop = threading.Event()
         self._conn: psycopg.Connection | None = None
-        self._polls = 0
+        self._rows_at = 0.0
+        self._sample_at = 0.0
+        self._window = SweepWindow()
 
     def open(self) -> None:
         """Connect and check (raises :class:`ObserveError`)."""
@@ -137,27 +169,32 @@ class Sampler:
         return None if row is None else {"n_tup_ins": int(row[0]), "n_tup_upd": int(row[1]),
                                          "n_tup_del": int(row[2])}
 
-    def poll(self) -> None:
-        """One poll: the gateway's backends, then every row of ``mcp_sessions``."""
+    def poll(self) -> float:
+        """One poll of the gateway's backends, and of ``mcp_sessions`` when it is due; returns the db time."""
         assert self._conn is not None
         obs = self.observation
         if self.filter_name:
-            activity = self._conn.execute(_ACTIVITY_NAMED, {"name": self.filter_name}).fetchall()
+            result = self._conn.execute(_ACTIVITY_NAMED, {"name": self.filter_name}).fetchall()
         else:
-            activity = self._conn.execute(_ACTIVITY).fetchall()
-        row = self._conn.execute(_CLOCK).fetchone()
-        t = float(row[0]) if row else time.time()
-        states = Counter(str(a[1]) for a in activity)
-        obs.pg_samples.append({"t": round(t - obs.started_at, 3), "total": len(activity), **states})
+            result = self._conn.execute(_ACTIVITY).fetchall()
+        t = float(result[0][0])
+        activity = [r[1:] for r in result if r[1] is not None]
+        previous = obs.activity[-1].t if obs.activity else obs.started_at
+        obs.activity.append(ActivitySample(
+            t, tuple(a[2] for a in activity if a[2] is not None),
+            tuple(a[3] for a in activity if a[1] == "idle" and a[3] is not None and a[3] > previous)))
         obs.transactions.update({int(a[0]): (a[2], str(a[1]), a[3]) for a in activity})
-        obs.in_transaction.append((t, sum(1 for a in activity if a[2] is not None)))
         obs.sweeps.update(a[2] for a in activity if a[2] is not None and a[4] and SWEEP.match(a[4]))
-        self._polls += 1
-        if self._polls % ROWS_EVERY:
-            return
-        rows = self._conn.execute(_ROWS).fetchall()
-        snapshot_t = float(rows[-1][3]) if rows else t
-        obs.rows.update(snapshot_t, ((r[0], r[1], r[2]) for r in rows))
+        if t - self._sample_at >= 0.02:
+            self._sample_at = t
+            states = Counter(str(a[1]) for a in activity)
+            obs.pg_samples.append({"t": round(t - obs.started_at, 3), "total": len(activity), **states})
+            obs.in_transaction.append((t, sum(1 for a in activity if a[2] is not None)))
+        if t - self._rows_at >= ROWS_INTERVAL:
+            self._rows_at = t
+            rows = self._conn.execute(_ROWS).fetchall()
+            obs.rows.update(float(rows[-1][3]) if rows else t, ((r[0], r[1], r[2]) for r in rows))
+        return t
 
     def run(self, duration: float | None = None) -> Observation:
         """Poll every ``interval`` seconds until stopped or ``duration`` has passed; always closes."""
@@ -174,13 +211,17 @@ class Sampler:
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 began = time.monotonic()
                 try:
-                    self.poll()
+                    now = self.poll()
                 except psycopg.OperationalError as exc:
                     obs.poll_errors += 1
                     if self._conn.closed:
                         raise ObserveError(f"lost the database connection: {_first_line(exc)}") from None
+                    continue
                 if self.on_poll is not None:
                     self.on_poll(obs)
+                if self._window.hot(obs, now):
+                    obs.hot_seconds += time.monotonic() - began
+                    continue
                 self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
             row = self._conn.execute(_CLOCK).fetchone()
             obs.ended_at = float(row[0]) if row else time.time()

@@ -166,7 +166,8 @@ class SSEUser(_SessionUser):
         self._fire("SSE", "endpoint (sse)", started, len(path), error)
         if error:
             raise SessionBroken
-        return path.rsplit("session_id=", 1)[1], f"{base}{path}"
+        # a path (/message?session_id=…) or, from some gateways, an absolute URL
+        return path.rsplit("session_id=", 1)[1], path if path.startswith(("http://", "https://")) else f"{base}{path}"
 
     def _post(self, url: str, body: dict[str, Any], label: str) -> None:
         with self.client.post(

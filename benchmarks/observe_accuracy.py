@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from harness.commands.arglists import list_of
 from harness.observe.validate import Point, run_point
 
 HEADER = ("| N | L ms | strategy | true | observed | matched | recall | precision | error ms p50 / p95 "
-          "| within 10 % or 50 ms | true cycle ms p50 |")
+          "| within 10 % or 50 ms | true cycle ms p50 | sweep + phase 1 ms p50 | starts from a caught sweep |")
 
 
 def _p50(values: list[float]) -> float | None:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn-users", type=int, default=20, help="Locust users churning meanwhile")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what a point started, then exit
     rows = []
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
@@ -49,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
                 result, detail = run_point(point)
                 row = {"sessions": sessions, "latency_ms": latency, "strategy": strategy, **result.as_dict(),
                        "true_ms_p50": _p50(detail["true_ms"]), "opened": detail["opened"],
+                       "before_phase2_ms_p50": _p50(detail["true_before_phase2_ms"]),
+                       "start_from_sweep": detail["start_from_sweep"],
                        "poll_hz": round(detail["poll_hz"], 1), "seconds": round(time.monotonic() - began, 1)}
                 rows.append(row)
                 print(f"| {sessions} | {latency:g} | {strategy} | {result.true_cycles} | {result.observed_cycles} | "
                       f"{result.matched} | {result.recall} | {result.precision} | {result.error_ms_p50} / "
-                      f"{result.error_ms_p95} | {result.within_tolerance} | {row['true_ms_p50']} |", flush=True)
+                      f"{result.error_ms_p95} | {result.within_tolerance} | {row['true_ms_p50']} | "
+                      f"{row['before_phase2_ms_p50']} | {row['start_from_sweep']} of {len(detail['observed_ms'])} |",
+                      flush=True)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -119,7 +119,7 @@ def test_transaction_tracker_ends_at_the_idle_state_change() -> None:
 def test_row_tracker_sees_writes_inserts_and_deletions() -> None:
     tracker = RowTracker(since=50.0)
     tracker.update(100.0, [("a", 1.0, 1.0), ("b", 1.0, 60.0), ("c", 2.0, 2.0)])
-    tracker.update(100.1, [("a", 1.0, 100.05), ("b", 1.0, 60.0), ("d", 100.08, 100.08), ("e", 100.0, 100.09)])
+    tracker.update(100.1, [("a", 1.0, 100.05), ("b", 1.0, 60.0), ("d", 100.08, 100.08), ("e", 99.0, 100.09)])
     assert tracker.inserted == 2
     assert sorted(tracker.writes) == [60.0, 100.05, 100.09]  # b written while watching; d is a plain insert
     assert tracker.vanished == [Vanished(100.0, 100.1, 2.0)]

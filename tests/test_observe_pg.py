@@ -29,6 +29,18 @@ def observe_cmd(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*HARNESS, "observe", *args], capture_output=True, text=True, timeout=60)
 
 
+def observe_main(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m harness observe`` in this process (the interpreter start-up is the slow part)."""
+    from harness.cli import main
+
+    try:
+        code = main(["observe", *args])
+    except SystemExit as exc:  # argparse
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["observe", *args], code, captured.out, captured.err)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, words: str) -> None:
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -44,19 +56,21 @@ def test_unreachable_url_is_one_line_exit_1(tmp_path: Path) -> None:
     assert not (tmp_path / "summary.json").exists()
 
 
-def test_database_without_mcp_sessions_is_one_line_exit_1(db_url: str, tmp_path: Path) -> None:
-    assert_one_line_error(observe_cmd("--db-url", db_url, "--duration", "2s", "--out", str(tmp_path)), 1,
+def test_database_without_mcp_sessions_is_one_line_exit_1(db_url: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(observe_main(capsys, "--db-url", db_url, "--duration", "2s", "--out", str(tmp_path)), 1,
                           "has no mcp_sessions table")
 
 
-def test_database_it_cannot_read_is_one_line_exit_1(db_url: str, tmp_path: Path) -> None:
+def test_database_it_cannot_read_is_one_line_exit_1(db_url: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     role = f"r_{secrets.token_hex(4)}"
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE mcp_sessions (session_id text, created_at timestamptz, last_accessed timestamptz)")
         conn.execute(f'CREATE ROLE "{role}" LOGIN')
     try:
         url = make_url(db_url).set(username=role, password=None).render_as_string(hide_password=False)
-        assert_one_line_error(observe_cmd("--db-url", url, "--duration", "2s", "--out", str(tmp_path)), 1,
+        assert_one_line_error(observe_main(capsys, "--db-url", url, "--duration", "2s", "--out", str(tmp_path)), 1,
                               "cannot read mcp_sessions")
     finally:
         with psycopg.connect(db_url, autocommit=True) as conn:
@@ -64,9 +78,14 @@ def test_database_it_cannot_read_is_one_line_exit_1(db_url: str, tmp_path: Path)
             conn.execute(f'DROP ROLE "{role}"')
 
 
-@pytest.mark.parametrize("duration", ["5x", "0", "-3s"])
-def test_bad_duration_is_usage_exit_2(duration: str) -> None:
-    result = observe_cmd("--db-url", "postgresql://postgres@127.0.0.1:1/postgres", "--duration", duration)
+def test_bad_duration_is_usage_exit_2() -> None:
+    result = observe_cmd("--db-url", "postgresql://postgres@127.0.0.1:1/postgres", "--duration", "5x")
+    assert_one_line_error(result, 2, "--duration")
+
+
+@pytest.mark.parametrize("duration", ["0", "-3s", "ten"])
+def test_other_bad_durations_are_usage_errors(duration: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = observe_main(capsys, "--db-url", "postgresql://postgres@127.0.0.1:1/postgres", "--duration", duration)
     assert_one_line_error(result, 2, "--duration")
 
 

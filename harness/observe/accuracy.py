@@ -80,16 +80,24 @@ def within(true_ms: float, observed_ms: float) -> bool:
 
 
 def score(truth: Sequence[TrueCycle], observed: Sequence[InferredCycle], window: tuple[float, float]) -> Score:
-    """Compare the cycles that lie wholly inside the observation ``window`` (epoch s)."""
+    """Compare the cycles that lie wholly inside the observation ``window`` (epoch s).
+
+    Matching runs on all cycles first, so an observed cycle whose true cycle ran past the window's edge is
+    neither a match nor an invention.
+    """
     lo, hi = window
-    truth = [t for t in truth if t.start >= lo and t.end <= hi]
-    observed = [o for o in observed if o.start >= lo and o.end <= hi]
     pairs = match(truth, observed)
+    partner = {id(o): t for t, o in pairs}
+    inside_t = [t for t in truth if t.start >= lo and t.end <= hi]
+    inside_ids = {id(t) for t in inside_t}
+    inside_o = [o for o in observed if o.start >= lo and o.end <= hi
+                and (id(o) not in partner or id(partner[id(o)]) in inside_ids)]
+    pairs = [(t, o) for t, o in pairs if id(t) in inside_ids and o in inside_o]
     errors = [abs(o.duration_ms - t.total_ms) for t, o in pairs]
     return Score(
-        true_cycles=len(truth), observed_cycles=len(observed), matched=len(pairs),
-        recall=round(len(pairs) / len(truth), 4) if truth else None,
-        precision=round(len(pairs) / len(observed), 4) if observed else None,
+        true_cycles=len(inside_t), observed_cycles=len(inside_o), matched=len(pairs),
+        recall=round(len(pairs) / len(inside_t), 4) if inside_t else None,
+        precision=round(len(pairs) / len(inside_o), 4) if inside_o else None,
         error_ms_p50=round(percentile(errors, 50), 3) if errors else None,
         error_ms_p95=round(percentile(errors, 95), 3) if errors else None,
         within_tolerance=round(sum(within(t.total_ms, o.duration_ms) for t, o in pairs) / len(pairs), 4)

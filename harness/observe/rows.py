@@ -7,8 +7,9 @@ from collections.abc import Iterable
 
 from harness.observe.infer import RefreshEvent, Vanished
 
-INSERT_SLACK = 0.001
-"""A first-seen row whose ``last_accessed`` is this far past ``created_at`` was written after its insert."""
+INSERT_SLACK = 0.1
+"""A first-seen row whose ``last_accessed`` is this far past ``created_at`` was written after its insert
+(some gateways set both from the application's clock, one after the other)."""
 
 
 class RowTracker:

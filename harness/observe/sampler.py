@@ -25,6 +25,8 @@ POLL_INTERVAL = 0.025
 """``pg_stat_activity`` every 25 ms (40 Hz), continuously while an expiry sweep is due (see :class:`SweepWindow`)."""
 ROWS_INTERVAL = 0.05
 """``mcp_sessions`` every 50 ms (20 Hz)."""
+HOT_ROWS_INTERVAL = 0.2
+"""While a sweep is due: the table less often (write times are exact whenever they are read)."""
 SWEEP = re.compile(r"^\s*DELETE\s+FROM\s+\"?mcp_sessions\"?\s+WHERE\b.*\blast_accessed\b\s*<", re.I | re.S)
 """The expiry sweep's statement, whoever wrote it (ORM or hand-written SQL)."""
 
@@ -129,7 +131,9 @@ class SweepWindow:
         self._checked = 0.0
 
     def hot(self, obs: Observation, now: float) -> bool:
-        if now - self._checked >= self.every:
+        """Whether a sweep is due now (the estimate is refreshed about once a second, never inside a window)."""
+        inside = self.due is not None and self.due - self.lead <= now <= self.due + self.lag
+        if not inside and now - self._checked >= self.every:
             self._checked = now
             cycles = [c for c in obs.cycles(since=now - 60.0) if c.end < now - 0.5]
             sleeps = sorted(b.start - a.end for a, b in itertools.pairwise(cycles))
@@ -152,6 +156,7 @@ class Sampler:
         self._rows_at = 0.0
         self._sample_at = 0.0
         self._window = SweepWindow()
+        self._hot = False
 
     def open(self) -> None:
         """Connect and check (raises :class:`ObserveError`)."""
@@ -190,7 +195,7 @@ class Sampler:
             states = Counter(str(a[1]) for a in activity)
             obs.pg_samples.append({"t": round(t - obs.started_at, 3), "total": len(activity), **states})
             obs.in_transaction.append((t, sum(1 for a in activity if a[2] is not None)))
-        if t - self._rows_at >= ROWS_INTERVAL:
+        if t - self._rows_at >= (HOT_ROWS_INTERVAL if self._hot else ROWS_INTERVAL):
             self._rows_at = t
             rows = self._conn.execute(_ROWS).fetchall()
             obs.rows.update(float(rows[-1][3]) if rows else t, ((r[0], r[1], r[2]) for r in rows))
@@ -219,7 +224,8 @@ class Sampler:
                     continue
                 if self.on_poll is not None:
                     self.on_poll(obs)
-                if self._window.hot(obs, now):
+                self._hot = self._window.hot(obs, now)
+                if self._hot:
                     obs.hot_seconds += time.monotonic() - began
                     continue
                 self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))

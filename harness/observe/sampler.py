@@ -123,10 +123,13 @@ class SweepWindow:
 
     About once a second, the cycles of the last minute give the sleep between one cycle's end and the
     next start; from two cycles on, the window is ``[last end + sleep - lead, last end + sleep + lag]``.
+    The lead is half the sleep, from ``min_lead`` to ``max_lead``: a start seen late (at phase 2, the sweep
+    not caught) makes the sleep look longer by as much.
     """
 
-    def __init__(self, lead: float = 0.5, lag: float = 0.3, every: float = 1.0) -> None:
-        self.lead, self.lag, self.every = lead, lag, every
+    def __init__(self, min_lead: float = 0.5, max_lead: float = 2.0, lag: float = 0.3, every: float = 1.0) -> None:
+        self.min_lead, self.max_lead, self.lag, self.every = min_lead, max_lead, lag, every
+        self.lead = min_lead
         self.due: float | None = None
         self._checked = 0.0
 
@@ -137,7 +140,9 @@ class SweepWindow:
             self._checked = now
             cycles = [c for c in obs.cycles(since=now - 60.0) if c.end < now - 0.5]
             sleeps = sorted(b.start - a.end for a, b in itertools.pairwise(cycles))
-            self.due = cycles[-1].end + sleeps[len(sleeps) // 2] if sleeps else None
+            sleep = sleeps[len(sleeps) // 2] if sleeps else None
+            self.due = cycles[-1].end + sleep if sleep is not None else None
+            self.lead = min(self.max_lead, max(self.min_lead, (sleep or 0.0) / 2))
         return self.due is not None and self.due - self.lead <= now <= self.due + self.lag
 
 

@@ -50,6 +50,7 @@ def server_env(database_url: str) -> dict[str, str]:
         "MCPGATEWAY_UI_ENABLED": "false",
         "MCPGATEWAY_ADMIN_API_ENABLED": "false",
         "PLUGINS_ENABLED": "false",
+        "COMPRESSION_ENABLED": "false",  # compressed SSE is held back until 500 bytes: no endpoint event
         "LOG_LEVEL": "INFO",
     })
     return env

@@ -155,3 +155,11 @@ def test_an_expiry_sweep_caught_in_flight_starts_the_cycle() -> None:
     first, second = infer_cycles(events, sweeps=[4.93, 9.0, 9.96])
     assert (first.start, first.start_from) == (4.93, "sweep")
     assert (second.start, second.start_from) == (9.96, "sweep")  # 9.0 is too early to belong to it
+
+
+def test_a_cycle_whose_sweep_was_missed_starts_the_measured_lead_before_its_first_refresh() -> None:
+    events = [e for s in (5.0, 10.0, 15.0) for e in bounded_cycle(s, 40, 20, 0.05)]
+    first, second, third = infer_cycles(events, sweeps=[4.9, 9.94])  # leads 100 and 60 ms; the third missed
+    assert (first.start_from, second.start_from, third.start_from) == ("sweep", "sweep", "lead")
+    assert abs(third.start - (15.0 - 0.08)) < 1e-9
+    assert third.first_refresh == 15.0

@@ -13,8 +13,9 @@ Method:
      waves is dropped (a few touches that happened to bunch up). Fragments closer than
      :func:`chain_gap` (half the typical sleep between cycles) are one cycle that stalled.
   3. *Start* is the start of the expiry sweep's transaction when it was caught in flight (a
-     ``DELETE FROM mcp_sessions … last_accessed <`` statement), else the first heavy wave's first
-     timestamp (phase 2's start: the sweep and phase 1 before it leave no timestamp).
+     ``DELETE FROM mcp_sessions … last_accessed <`` statement); else phase 2's first refresh less the
+     median lead (sweep start to first refresh) of the cycles whose sweep was caught; with none caught,
+     the first refresh itself (the sweep and phase 1 before it leave no timestamp).
      *End*: after the last heavy wave the cycle is followed in ``pg_stat_activity`` (see :func:`_tail`): it
      ends at the first poll with none of its transactions open, at the latest transaction end seen by
      then. Without polls that show it: the end of a last-wave transaction caught in flight, else the last
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from statistics import median
 
@@ -94,10 +95,13 @@ class InferredCycle:
     expired: int | None
     removed_one_by_one: int | None
     start_from: str
-    """``sweep`` (the expiry sweep's transaction was caught in flight) or ``refresh`` (the first refresh)."""
+    """``sweep`` (the expiry sweep's transaction was caught in flight), ``lead`` (the first refresh less the
+    median sweep-to-refresh lead of the cycles whose sweep was caught) or ``refresh`` (the first refresh)."""
     end_from: str
     """``activity`` (the end of the cycle's last transaction, seen in ``pg_stat_activity``), ``caught`` (a
     last-wave transaction's end was seen) or ``estimated`` (last start + median transaction duration)."""
+    first_refresh: float | None = None
+    """Phase 2's first refresh (the start, unless a sweep was caught or the start estimated)."""
 
     @property
     def duration_ms(self) -> float:
@@ -243,10 +247,21 @@ def infer_cycles(
             start=max(lead) if lead else first, end=max(end, last), start_from="sweep" if lead else "refresh",
             last_refresh=last, refreshed=sum(w.rows for w in chain),
             waves=sum(1 for w in chain if w.rows >= params.wave_rows), expired=expired,
-            removed_one_by_one=one_by_one, end_from=end_from,
+            removed_one_by_one=one_by_one, end_from=end_from, first_refresh=first,
         ))
         previous_start, previous_last = first, last
-    return cycles
+    return _lead_starts(cycles)
+
+
+def _lead_starts(cycles: list[InferredCycle]) -> list[InferredCycle]:
+    """Cycles whose sweep was not caught start the median measured lead (sweep start to first refresh) of
+    those whose sweep was: the sweep and phase 1 take about as long each cycle."""
+    leads = [c.first_refresh - c.start for c in cycles if c.start_from == "sweep" and c.first_refresh is not None]
+    if not leads:
+        return cycles
+    lead = median(leads)
+    return [replace(c, start=c.first_refresh - lead, start_from="lead")
+            if c.start_from == "refresh" and c.first_refresh is not None else c for c in cycles]
 
 
 def _classify_vanished(vanished: Sequence[Vanished], start: float, previous_start: float | None,

@@ -19,7 +19,8 @@ OBSERVE_DEFAULTS = {"db_url": None, "out": None}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m harness observe``: ``--db-url``, ``--duration``, ``--out``, ``--application-name``."""
-    settings.add(parser, ("db_url", "observe_duration", "out", "observe_application_name"), OBSERVE_DEFAULTS, required=("db_url",))
+    settings.add(parser, ("db_url", "observe_duration", "out", "observe_application_name"), OBSERVE_DEFAULTS,
+                 required=("db_url",))
 
 
 def run(args: argparse.Namespace) -> int:

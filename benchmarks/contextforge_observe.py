@@ -27,11 +27,11 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from harness.commands.arglists import duration_seconds
 from harness.commands.observe import print_observed
 from harness.observe.sampler import Sampler
 from harness.observe.session import finish
 from harness.scenario.locust_proc import LocustOptions, LocustProcess, read_stats
+from harness.settings import duration_seconds
 from harness.sut.postgres import EmbeddedPostgres, free_port
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from harness.errors import ObserveError
 from harness.observe.infer import ActivitySample, InferenceParams, InferredCycle, TransactionTracker, infer_cycles
 from harness.observe.rows import RowTracker
 
@@ -29,10 +30,6 @@ HOT_ROWS_INTERVAL = 0.2
 """While a sweep is due: the table less often (write times are exact whenever they are read)."""
 SWEEP = re.compile(r"^\s*DELETE\s+FROM\s+\"?mcp_sessions\"?\s+WHERE\b.*\blast_accessed\b\s*<", re.I | re.S)
 """The expiry sweep's statement, whoever wrote it (ORM or hand-written SQL)."""
-
-
-class ObserveError(RuntimeError):
-    """The database cannot be observed; the message says why in one line."""
 
 
 def libpq_url(url: str) -> str:

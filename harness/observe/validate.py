@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
+from gateway_sim.admin_client import AdminClient
 from harness.observe.accuracy import Score, TrueCycle, score
 from harness.observe.sampler import Sampler
-from harness.scenario.collect import get_json
 from harness.scenario.locust_proc import LocustOptions, LocustProcess
 from harness.sut.stack import Stack, StackOptions
 
@@ -113,17 +113,18 @@ def run_point(point: Point, work_dir: Path | None = None) -> tuple[Score, dict[s
         sampler.open()
         thread = threading.Thread(target=sampler.run, name="observe", daemon=True)
         thread.start()
-        first = int(get_json(f"{url}/admin/cycles?limit=1")["cycles_total"])
+        admin = AdminClient(url)
+        first = int(admin.cycles(limit=1)["cycles_total"])
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if int(get_json(f"{url}/admin/cycles?limit=1")["cycles_total"]) >= first + point.cycles + 1:
+            if int(admin.cycles(limit=1)["cycles_total"]) >= first + point.cycles + 1:
                 break
         time.sleep(0.3)
         sampler.stop()
         thread.join(30)
         obs = sampler.observation
-        records = get_json(f"{url}/admin/cycles?since={first}")["cycles"]
+        records = admin.cycles(since=first)["cycles"]
     finally:
         if sampler is not None:
             sampler.stop()

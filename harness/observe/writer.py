@@ -10,14 +10,22 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from harness.files import write_csv, write_json
 from harness.observe.infer import InferredCycle
 from harness.observe.sampler import Observation
 from harness.scenario.collect import Collected
 from harness.scenario.manifest import build_manifest, package_versions
-from harness.scenario.run import write_csv
-from harness.scenario.summarize import stats
+from harness.scenario.results import to_json
+from harness.scenario.summarize import stats as typed_stats
 
 SOURCE = "observed"
+
+
+def stats(values: Any) -> dict[str, float | None]:
+    """The run's p50/p95/p99/max/mean of ``values``, as ``summary.json`` writes them."""
+    return dict(to_json(typed_stats(values)))
+
+
 _NULL_STATS = stats([])
 
 
@@ -152,9 +160,8 @@ def write_results(out_dir: Path, summary: dict[str, Any], obs: Observation, cycl
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = cycle_rows(obs, cycles)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "manifest.json").write_text(json.dumps(build_manifest({"config": summary["config"]}), indent=2)
-                                           + "\n", encoding="utf-8")
+    write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "manifest.json", build_manifest({"config": summary["config"]}))
     write_csv(out_dir / "cycles.csv", rows)
     write_csv(out_dir / "pool.csv", obs.pg_samples)
     write_csv(out_dir / "pg_activity.csv", obs.pg_samples)

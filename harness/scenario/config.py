@@ -7,7 +7,7 @@ point; :class:`~harness.scenario.run.Run` takes it as it is.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -46,7 +46,6 @@ class RunConfig:
     gateway_urls: tuple[str, ...] = ()
     gate: Path | None = None
     progress: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, values: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None,

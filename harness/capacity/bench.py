@@ -29,6 +29,7 @@ from gateway_sim.transports import SyntheticTransport
 from harness.capacity.model import ModelInput, predict
 from harness.commands.arglists import list_of
 from harness.scenario.calibrate import calibrate_store
+from harness.sut.docker_engine import DEFAULT_IMAGE
 from harness.sut.postgres import provider_for
 
 
@@ -269,9 +270,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip points whose model exceeds this many seconds per cycle (default 60)")
     parser.add_argument("--json", type=Path, default=None, help="write {\"rows\": [...]} to this file")
     parser.add_argument("--db", default=None, help="embedded (default) | docker | a postgresql:// URL")
+    parser.add_argument("--docker-image", default=None, help=f"image for --db docker (default {DEFAULT_IMAGE})")
     parser.add_argument("--db-url", default=None, help="use this server (wins over --db)")
     parser.add_argument("--max-connections", type=int, default=100,
-                        help="max_connections of the embedded server (default 100)")
+                        help="max_connections of the server the harness starts (default 100)")
 
 
 def points_from_args(args: argparse.Namespace) -> list[BenchPoint]:
@@ -313,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise ValueError("--repeats must be >= 1")
     points = points_from_args(args)
-    with provider_for(args.db, args.db_url, max_connections=args.max_connections) as url:
+    with provider_for(args.db, args.db_url, max_connections=args.max_connections,
+                      docker_image=args.docker_image) as url:
         rows = run_points(points, url, args.repeats, args.max_seconds)
     render(rows)
     if args.json:

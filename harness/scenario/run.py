@@ -1,7 +1,7 @@
 """The main job: Locust churns sessions against the gateway while the harness measures cleanup cycle
 time and DB pool saturation; results land in ``results/<timestamp>/`` (or ``--out DIR``).
 
-Database choice order: --db-url URL, then --db docker / --db URL, else the embedded server.
+Database choice order: --db-url URL, then --db docker (--docker-image) / --db URL, else the embedded server.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
             "locust_workers", "seed", "max_connections")
     config = {k: getattr(args, k) for k in keys}
     config["db"] = "url" if args.db_url else args.db.split("://")[0] if "://" in args.db else args.db
+    config["docker_image"] = args.docker_image if config["db"] == "docker" else None
     return config
 
 
@@ -308,8 +309,8 @@ def run(args: argparse.Namespace, extensions: Sequence[RunExtension] = ()) -> in
         raise UsageError(f"--gate file {args.gate} does not exist")
     check_gateway_options(args)
     _locust_options(args)  # validate before anything starts
-    embedded = not args.gateway_url and not args.db_url and args.db == "embedded"
-    check_fits(args.fault, args.run_time, embedded,
+    started_db = not args.gateway_url and not args.db_url and args.db in ("embedded", "docker")
+    check_fits(args.fault, args.run_time, started_db,
                "an external gateway" if args.gateway_url else args.db_url or args.db)
     out_dir = args.out or _default_out()
     summary = execute(args, out_dir, extensions)

@@ -24,6 +24,7 @@ class StackOptions:
     db: str = "embedded"
     db_url: str | None = None
     max_connections: int = 100
+    docker_image: str | None = None
     gateway_args: tuple[str, ...] = ()
     gateway_workers: int = 1
     host: str = "127.0.0.1"
@@ -41,6 +42,7 @@ class StackOptions:
             "db": args.db,
             "db_url": args.db_url,
             "max_connections": args.max_connections,
+            "docker_image": getattr(args, "docker_image", None),
             "gateway_args": tuple(forwarded_gateway_args(args)),
             "gateway_workers": args.gateway_workers,
             "host": getattr(args, "host", "127.0.0.1"),
@@ -63,7 +65,8 @@ class Stack:
         if options.db_latency_ms < 0 or options.db_jitter_ms < 0:
             raise ValueError("--db-latency-ms and --db-jitter-ms must be >= 0")
         self.options = options
-        self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections)
+        self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections,
+                                                     options.docker_image)
         self.db_url = ""
         self.gateway_db_url = ""
         self.proxy: Any = None

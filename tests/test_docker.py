@@ -203,7 +203,7 @@ def test_proxy_latency_to_the_container_stays_on_loopback() -> None:
 
 @pytest.mark.docker
 @needs_engine
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_to_up_removes_its_container(tmp_path: Path, sig: signal.Signals) -> None:
     env = {**os.environ, "MCP_LOADTEST_STATE": str(tmp_path / "state.json")}
     proc = subprocess.Popen([*HARNESS, "up", "--db", "docker", "--docker-image", IMAGE, "--port", "0"],
@@ -218,6 +218,13 @@ def test_signal_to_up_removes_its_container(tmp_path: Path, sig: signal.Signals)
         database = next(x.split(" ", 1)[1] for x in lines if x.startswith("database: "))
         assert "@127.0.0.1:" in database
         assert len(_ours(proc.pid)) == 1
+        if sig == signal.SIGTERM:  # and restart-db through up's control directory: docker stop/start
+            out = subprocess.run([*HARNESS, "fault", "restart-db@0:1"], capture_output=True, text=True, timeout=120,
+                                 env=env)
+            assert out.returncode == 0 and "restart-db@0:1 end" in out.stdout, out.stdout + out.stderr
+            with psycopg.connect(database, connect_timeout=10) as conn:
+                assert conn.execute("SELECT count(*) FROM mcp_sessions").fetchone() == (0,)  # the schema was kept
+            assert len(_ours(proc.pid)) == 1
         proc.send_signal(sig)
         assert proc.wait(60) == 0
     finally:

@@ -266,6 +266,7 @@ class DockerPostgres(PostgresProvider):
         self._password = secrets.token_urlsafe(18)
         self._container: Any = None
         self._running = False
+        self._name = ""
         self._guard = TerminateAsInterrupt()
 
     @property
@@ -326,10 +327,11 @@ class DockerPostgres(PostgresProvider):
         from harness.sut.docker_engine import owner_labels
 
         self.port = free_port(self.host)
+        self._name = f"mcp-loadtest-pg-{os.getpid()}-{secrets.token_hex(3)}"
         container = container_class(
             self.image, username=self.USER, password=self._password, dbname=self.DATABASE, driver=None,
             command=["-c", f"max_connections={self.max_connections}"],
-            name=f"mcp-loadtest-pg-{os.getpid()}-{secrets.token_hex(3)}",
+            name=self._name,
             labels=owner_labels(), stop_signal="SIGINT",  # fast shutdown, as the official image's STOPSIGNAL
         )
         container.ports["5432"] = (self.host, self.port)  # loopback only, and the same port after a restart
@@ -417,11 +419,13 @@ class DockerPostgres(PostgresProvider):
         if container is None:
             return
         try:
+            if container._container is None:  # interrupted while docker created it: find it by its name
+                with contextlib.suppress(Exception):
+                    container._container = container.get_docker_client().client.containers.get(self._name)
             container.stop()  # docker rm -f -v, then closes the client
         except Exception as exc:
             if "No such container" not in str(exc) and "404" not in str(exc):
-                log.warning("could not remove container %s: %s", getattr(container._container, "short_id", "?"),
-                            _one_line(exc))
+                log.warning("could not remove container %s: %s", self._name, _one_line(exc))
 
 
 def _postgres_container_class() -> Any:

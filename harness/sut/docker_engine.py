@@ -9,6 +9,7 @@ the ones whose owner is gone (a ``kill -9``). The harness does not rely on testc
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -44,10 +45,27 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+def _os_error(exc: BaseException, depth: int = 0) -> OSError | None:
+    """The socket error under docker-py's and requests' wrappers, if there is one."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc
+    if depth > 6:
+        return None
+    nested = [exc.__cause__, exc.__context__, *(a for a in exc.args if isinstance(a, BaseException | tuple))]
+    for inner in nested:
+        for candidate in inner if isinstance(inner, tuple) else (inner,):
+            if isinstance(candidate, BaseException) and (found := _os_error(candidate, depth + 1)) is not None:
+                return found
+    return None
+
+
 def no_engine(exc: BaseException) -> DockerError:
-    """The error for an engine that does not answer."""
-    return DockerError(f"--db docker: no Docker engine answers at {engine_address()} ({one_line(exc)}); "
-                       "start dockerd or point DOCKER_HOST at one")
+    """The error for an engine that does not answer: where it was looked for and the socket's complaint."""
+    cause = _os_error(exc)
+    reason = cause.strerror if cause is not None else one_line(exc)
+    hint = ("join the docker group or run as root" if cause is not None and cause.errno == errno.EACCES
+            else "start dockerd or point DOCKER_HOST at one")
+    return DockerError(f"--db docker: no Docker engine answers at {engine_address()} ({reason}); {hint}")
 
 
 def ensure_image(client: Any, image: str) -> None:

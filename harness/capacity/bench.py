@@ -7,35 +7,36 @@ warm-up cycle and then ``--repeats`` measured cycles, and compares the median wi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import json
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
-from gateway_sim.config import DRIVERS, STRATEGIES, RegistryConfig, StoreConfig, default_executor_threads
+from gateway_sim.config import RegistryConfig, StoreConfig
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.transports import SyntheticTransport
-from harness.capacity.model import ModelInput, predict
-from harness.commands.arglists import list_of
+from harness.capacity.model import ModelInput, ModelResult, model_input, predict
 from harness.scenario.calibrate import calibrate_store
-from harness.sut.docker_engine import DEFAULT_IMAGE
-from harness.sut.postgres import provider_for
+from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS
+from harness.sut.dbsync import sync_session
+
+
+def _default(name: str) -> Any:
+    row = SETTINGS[name]
+    return field(default_factory=row.default) if callable(row.default) else field(default=row.default)
 
 
 @dataclass(frozen=True)
 class BenchPoint:
-    """One configuration to measure."""
+    """One configuration to measure (defaults: the settings table's)."""
 
     strategy: str
     driver: str
@@ -43,21 +44,18 @@ class BenchPoint:
     max_concurrent: int
     db_latency_ms: float
     db_jitter_ms: float = 0.0
-    pool_size: int = 20
-    max_overflow: int = 10
-    pool_timeout: float = 30.0
-    executor_threads: int = field(default_factory=default_executor_threads)
-    batch_size: int = 500
+    pool_size: int = _default("pool_size")
+    max_overflow: int = _default("max_overflow")
+    pool_timeout: float = _default("pool_timeout")
+    executor_threads: int = _default("executor_threads")
+    batch_size: int = _default("batch_size")
 
     def model_input(self, refresh_ms: float, check_ms: float, max_connections: int,
                     reserved_connections: int) -> ModelInput:
-        return ModelInput(
-            sessions=self.sessions, refresh_ms=refresh_ms, check_ms=check_ms, strategy=self.strategy,
-            driver=self.driver, max_concurrent=self.max_concurrent,
-            executor_threads=self.executor_threads if self.driver == "thread" else None,
-            pool_size=self.pool_size, max_overflow=self.max_overflow, max_connections=max_connections,
-            reserved_connections=reserved_connections, batch_size=self.batch_size,
-        )
+        """The model's input for this point with the given costs and server limits."""
+        return model_input({**asdict(self), "reserved_connections": reserved_connections},
+                           sessions=self.sessions, refresh_ms=refresh_ms, check_ms=check_ms,
+                           max_connections=max_connections)
 
 
 @dataclass(frozen=True)
@@ -121,10 +119,25 @@ async def _check_ms(registry: SessionRegistry) -> float:
     return (time.perf_counter() - started) * 1000.0 / max(1, len(registry.sessions))
 
 
-def nominal_model_ms(point: BenchPoint, max_connections: int = 100) -> float:
-    """The model with the nominal latency (+1 ms of overhead): used to skip hopeless points unrun."""
-    inp = point.model_input(point.db_latency_ms + 1.0, 0.0, max_connections, 3)
-    return predict(inp).model_ms
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the server allows: ``max_connections`` and the connections it reserves for superusers."""
+
+    max_connections: int = 100
+    reserved_connections: int = DEFAULT_RESERVED_CONNECTIONS
+
+
+def server_limits(db_url: str) -> ServerLimits:
+    """Read the server's own limits (the model's connection budget) once."""
+    with sync_session(db_url, application_name="mcp-loadtest-bench") as session:
+        return ServerLimits(int(st.db_activity(session)["max_connections"]), _reserved_connections(session))
+
+
+def nominal(point: BenchPoint, limits: ServerLimits = ServerLimits()) -> ModelResult:
+    """The model with the nominal latency (+1 ms of overhead) and the server's limits: how long a point would
+    take before it runs (to skip hopeless ones) and what a skipped row reports."""
+    return predict(point.model_input(point.db_latency_ms + 1.0, 0.0, limits.max_connections,
+                                     limits.reserved_connections))
 
 
 async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> BenchRow:
@@ -176,15 +189,14 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
     )
 
 
-def skipped_row(point: BenchPoint, model_ms: float, note: str) -> BenchRow:
-    """A row for a point not run, with the model's (nominal) prediction."""
-    result = predict(point.model_input(point.db_latency_ms + 1.0, 0.0, 100, 3))
+def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
+    """A row for a point not run, with the model's nominal prediction (:func:`nominal`)."""
     return BenchRow(
         strategy=point.strategy, driver=point.driver, sessions=point.sessions,
         max_concurrent=point.max_concurrent, db_latency_ms=point.db_latency_ms, pool_size=point.pool_size,
         max_overflow=point.max_overflow,
         executor_threads=point.executor_threads if point.driver == "thread" else None,
-        batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(model_ms, 3),
+        batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(result.model_ms, 3),
         model_ratio=None, c_eff=result.c_eff, binding=result.binding, refresh_ms=None, check_ms=None,
         skipped=True, note=note,
     )
@@ -193,10 +205,12 @@ def skipped_row(point: BenchPoint, model_ms: float, note: str) -> BenchRow:
 def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float) -> list[BenchRow]:
     """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``."""
     rows = []
+    limits = server_limits(db_url)
     for point in points:
-        nominal = nominal_model_ms(point)
-        if nominal > max_seconds * 1000.0:
-            rows.append(skipped_row(point, nominal, f"model {nominal / 1000:.0f} s > --max-seconds {max_seconds:g}"))
+        predicted = nominal(point, limits)
+        if predicted.model_ms > max_seconds * 1000.0:
+            note = f"model {predicted.model_ms / 1000:.0f} s > --max-point-seconds {max_seconds:g}"
+            rows.append(skipped_row(point, predicted, note))
             continue
         rows.append(asyncio.run(measure_point(point, db_url, repeats)))
     return rows
@@ -246,46 +260,14 @@ def render(rows: Sequence[BenchRow]) -> None:
         console.print(line)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m harness bench``."""
-    parser.add_argument("--sessions", type=list_of(int, minimum=1), default=[100, 1000],
-                        help="comma list of session counts (default 100,1000)")
-    parser.add_argument("--db-latency-ms", type=list_of(float, minimum=0), default=[20.0],
-                        help="comma list of injected refresh latencies in ms (default 20)")
-    parser.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on the latency (default 0)")
-    parser.add_argument("--max-concurrent", type=list_of(int, minimum=1), default=[20],
-                        help="comma list of semaphore bounds (default 20)")
-    parser.add_argument("--strategy", type=list_of(str, choices=STRATEGIES), default=list(STRATEGIES),
-                        help="comma list of strategies (default all four)")
-    parser.add_argument("--driver", type=list_of(str, choices=DRIVERS), default=["async"],
-                        help="comma list of drivers: thread, async (default async)")
-    parser.add_argument("--pool-size", type=list_of(int, minimum=1), default=[20], help="comma list (default 20)")
-    parser.add_argument("--executor-threads", type=list_of(int, minimum=1), default=[default_executor_threads()],
-                        help=f"comma list, thread driver only (default {default_executor_threads()})")
-    parser.add_argument("--max-overflow", type=int, default=10)
-    parser.add_argument("--pool-timeout", type=float, default=30.0)
-    parser.add_argument("--batch-size", type=int, default=500, help="ids per UPDATE for batched (default 500)")
-    parser.add_argument("--repeats", type=int, default=3, help="measured cycles per point (default 3)")
-    parser.add_argument("--max-seconds", type=float, default=60.0,
-                        help="skip points whose model exceeds this many seconds per cycle (default 60)")
-    parser.add_argument("--json", type=Path, default=None, help="write {\"rows\": [...]} to this file")
-    parser.add_argument("--db", default=None, help="embedded (default) | docker | a postgresql:// URL")
-    parser.add_argument("--docker-image", default=None, help=f"image for --db docker (default {DEFAULT_IMAGE})")
-    parser.add_argument("--db-url", default=None, help="use this server (wins over --db)")
-    parser.add_argument("--max-connections", type=int, default=100,
-                        help="max_connections of the server the harness starts (default 100)")
-
-
-def points_from_args(args: argparse.Namespace) -> list[BenchPoint]:
-    """The grid the arguments describe (executor sizes vary only for the thread driver)."""
-    points = expand(
-        {"strategy": args.strategy, "driver": args.driver, "sessions": args.sessions,
-         "max_concurrent": args.max_concurrent, "db_latency_ms": args.db_latency_ms,
-         "pool_size": args.pool_size, "executor_threads": args.executor_threads},
-        {"db_jitter_ms": args.db_jitter_ms, "max_overflow": args.max_overflow,
-         "pool_timeout": args.pool_timeout, "batch_size": args.batch_size},
-    )
-    return collapse(points, executor_threads=args.executor_threads[0], max_concurrent=args.max_concurrent[0])
+def points_from_args(values: Any) -> list[BenchPoint]:
+    """The grid a namespace or mapping of knobs describes: the grid knobs are lists, the rest single values
+    (executor sizes vary only for the thread driver)."""
+    knobs = values if isinstance(values, Mapping) else vars(values)
+    lists = {name: list(knobs[name]) for name in GRID_KNOBS}
+    points = expand(lists, {"db_jitter_ms": knobs["db_jitter_ms"], "pool_timeout": knobs["pool_timeout"]})
+    return collapse(points, executor_threads=lists["executor_threads"][0], max_concurrent=lists["max_concurrent"][0],
+                    batch_size=lists["batch_size"][0])
 
 
 def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurrent: int,
@@ -306,23 +288,3 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
             p = replace(p, batch_size=batch_size)
         unique.setdefault(p, None)
     return list(unique)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the bench and print/write its rows."""
-    from harness.scenario.manifest import build_manifest
-
-    if args.repeats < 1:
-        raise ValueError("--repeats must be >= 1")
-    points = points_from_args(args)
-    with provider_for(args.db, args.db_url, max_connections=args.max_connections,
-                      docker_image=args.docker_image) as url:
-        rows = run_points(points, url, args.repeats, args.max_seconds)
-    render(rows)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"rows": [r.as_dict() for r in rows], "manifest": build_manifest()}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    return 0
-

@@ -111,34 +111,3 @@ class GatewayProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-# Gateway options the harness forwards as they are: (argparse dest, gateway flag).
-FORWARDED_OPTIONS: tuple[tuple[str, str], ...] = (
-    ("strategy", "--strategy"),
-    ("driver", "--driver"),
-    ("max_concurrent", "--max-concurrent"),
-    ("batch_size", "--batch-size"),
-    ("executor_threads", "--executor-threads"),
-    ("pool_size", "--pool-size"),
-    ("max_overflow", "--max-overflow"),
-    ("pool_timeout", "--pool-timeout"),
-    ("pool_pre_ping", "--pool-pre-ping"),
-    ("cleanup_interval", "--cleanup-interval"),
-    ("session_ttl", "--session-ttl"),
-    ("sse_keepalive", "--sse-keepalive"),
-    ("auth_token", "--auth-token"),
-    ("malloc_mmap_threshold", "--malloc-mmap-threshold"),
-)
-
-
-def forwarded_gateway_args(args: object) -> list[str]:
-    """The gateway command-line options for the harness arguments ``args`` carries."""
-    out: list[str] = []
-    for dest, flag in FORWARDED_OPTIONS:
-        value = getattr(args, dest, None)
-        if value is True:
-            out.append(flag)
-        elif value is not None and value is not False:
-            out += [flag, str(value)]
-    return out

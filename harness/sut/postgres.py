@@ -292,7 +292,7 @@ class DockerPostgres(PostgresProvider):
             return self.url
         from harness.sut.docker_engine import DockerError, ensure_image, no_engine, remove_orphans
 
-        container_class = _postgres_container_class()
+        container_class = _postgres_container_class()  # one line when testcontainers (and docker-py) is missing
         import docker.errors
 
         self._guard.install()

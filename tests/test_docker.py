@@ -25,7 +25,15 @@ from sqlalchemy.engine import make_url
 
 from harness.cli import main
 from harness.faults import injectors as faults
-from harness.sut.docker_engine import DEFAULT_IMAGE, LABEL, LABEL_HOST, LABEL_PID, remove_orphans
+from harness.sut.docker_engine import (
+    DEFAULT_IMAGE,
+    LABEL,
+    LABEL_HOST,
+    LABEL_PID,
+    DockerError,
+    check_local_engine,
+    remove_orphans,
+)
 from harness.sut.gateway_proc import GatewayProcess
 from harness.sut.postgres import DockerPostgres, ProviderError
 from harness.sut.stack import Stack, StackOptions
@@ -109,6 +117,18 @@ def test_no_engine_is_one_line_and_exit_1(tmp_path: Path, command: list[str]) ->
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "no Docker engine answers" in lines[0] and "no-such-docker.sock" in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("address, local", [
+    ("unix:///var/run/docker.sock", True), ("tcp://127.0.0.1:2375", True), ("tcp://localhost:2376", True),
+    ("tcp://[::1]:2375", True), ("tcp://10.0.0.5:2375", False), ("ssh://builder@ci-host", False),
+])
+def test_only_an_engine_on_this_machine_is_accepted(address: str, local: bool) -> None:
+    if local:
+        check_local_engine(address)
+    else:
+        with pytest.raises(DockerError, match="needs an engine on this machine"):
+            check_local_engine(address)
 
 
 def test_orphans_of_dead_owners_on_this_host_are_removed() -> None:

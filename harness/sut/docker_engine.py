@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -57,6 +58,16 @@ def _os_error(exc: BaseException, depth: int = 0) -> OSError | None:
             if isinstance(candidate, BaseException) and (found := _os_error(candidate, depth + 1)) is not None:
                 return found
     return None
+
+
+def check_local_engine(address: str | None = None) -> None:
+    """:class:`DockerError` when the engine is on another host: its published ports would not be on our loopback."""
+    parts = urlsplit(address or engine_address())
+    if parts.scheme in ("unix", "npipe", ""):
+        return
+    if parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        raise DockerError(f"--db docker needs an engine on this machine (connections stay on 127.0.0.1); "
+                          f"DOCKER_HOST is {address or engine_address()}")
 
 
 def no_engine(exc: BaseException) -> DockerError:

@@ -290,11 +290,21 @@ class DockerPostgres(PostgresProvider):
     def start(self) -> str:
         if self._running:
             return self.url
-        from harness.sut.docker_engine import DockerError, ensure_image, no_engine, remove_orphans
+        from harness.sut.docker_engine import (
+            DockerError,
+            check_local_engine,
+            ensure_image,
+            no_engine,
+            remove_orphans,
+        )
 
         container_class = _postgres_container_class()  # one line when testcontainers (and docker-py) is missing
         import docker.errors
 
+        try:
+            check_local_engine()
+        except DockerError as exc:
+            raise ProviderError(str(exc)) from None
         self._guard.install()
         try:
             for attempt in range(3):

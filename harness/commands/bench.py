@@ -17,8 +17,8 @@ from harness.sut.postgres import provider_for
 
 BENCH_DEFAULTS = {"sessions": [100, 1000], "db_latency_ms": [20.0], "strategy": list(settings.STRATEGIES),
                   "driver": ["async"], "db_jitter_ms": 0.0}
-SCALARS = ("db_jitter_ms", "pool_timeout", "repeats", "max_point_seconds", "json_out", "db", "db_url",
-           "max_connections")
+SCALARS = ("db_jitter_ms", "pool_timeout", "repeats", "max_point_seconds", "json_out", "db", "docker_image",
+           "db_url", "max_connections")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     points = points_from_args(args)
-    with provider_for(args.db, args.db_url, max_connections=args.max_connections) as url:
+    with provider_for(args.db, args.db_url, max_connections=args.max_connections,
+                      docker_image=args.docker_image) as url:
         rows = run_points(points, url, args.repeats, args.max_point_seconds)
     render(rows)
     if args.json_out:

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -74,6 +75,21 @@ def first_sse_event(url: str) -> str:
         return "".join(response.readline().decode() for _ in range(2)).strip()
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the server and the worker processes it forked (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    time.sleep(1.0)
+    with contextlib.suppress(ProcessLookupError):  # children that outlived their parent
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mcpgateway", required=True, help="the mcpgateway executable of a ContextForge venv")
@@ -124,13 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"locust requests / failures / rps: {lo['requests']} / {lo['failures']} / {lo['rps']}")
         return 0
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        if proc is not None:
+            stop_group(proc)
         pg.stop()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,12 @@ def cycle_rows(obs: Observation, cycles: list[InferredCycle]) -> list[dict[str, 
             "total_ms": c.duration_ms, "expiry_ms": None, "phase1_ms": None, "phase2_ms": None,
             "refreshed": c.refreshed, "waves": c.waves, "expired": c.expired,
             "removed_disconnected": c.removed_one_by_one, "removed_missing": None, "refresh_errors": None,
-            "max_inflight": peak, "end_from": c.end_from, "source": SOURCE,
+            "max_inflight": peak, "start_from": c.start_from, "end_from": c.end_from, "source": SOURCE,
         })
     return rows
 
 
 def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 

@@ -23,15 +23,15 @@ from gateway_sim import store as st
 from gateway_sim.allocator import heap_stats
 from gateway_sim.config import GatewayConfig
 from gateway_sim.metrics import CycleLog, GatewayMetrics, SessionEventLog
-from gateway_sim.registry import SessionRegistry
-from gateway_sim.store import SessionStore, open_store
+from gateway_sim.registry_api import Registry, create_registry
+from gateway_sim.store import SessionStore
 from gateway_sim.transports import SSETransport, StreamableHTTPTransport, sse_event
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", GatewayConfig)
 STORE = web.AppKey("store", SessionStore)
-REGISTRY = web.AppKey("registry", SessionRegistry)
+REGISTRY = web.AppKey("registry", Registry)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 CYCLES = web.AppKey("cycles", CycleLog)
 TASKS = web.AppKey("tasks", set)
@@ -307,8 +307,7 @@ async def mcp_post_handler(request: web.Request) -> web.StreamResponse:
         if response is not None and "error" not in response:
             headers[SESSION_HEADER] = await registry.add_session(StreamableHTTPTransport())
     else:
-        if not await registry.store.run(st.touch_session, session_id):
-            await registry.remove_session(session_id, "missing", delete_row=False)
+        if not await registry.touch(session_id):
             return json_error(404, f"session {session_id} expired")
         response = await mcp.dispatch(rpc)
     if response is None:
@@ -354,7 +353,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus text format."""
     app = request.app
-    app[METRICS].observe_pool(app[STORE].monitor.snapshot(), len(app[REGISTRY].sessions))
+    app[METRICS].observe_pool(app[REGISTRY].monitor.snapshot(), len(app[REGISTRY].sessions))
     return web.Response(
         body=generate_latest(app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -387,11 +386,9 @@ async def admin_cycles(request: web.Request) -> web.Response:
             "pid": os.getpid(),
             "cycles_total": app[CYCLES].total,
             "cycles": [c.as_dict() for c in cycles],
-            "pool": app[STORE].monitor.snapshot().as_dict(),
+            "pool": registry.monitor.snapshot().as_dict(),
             "sessions": registry.accounting(),
             "config": {
-                "strategy": config.registry.strategy,
-                "driver": config.store.driver,
                 "max_concurrent": config.registry.max_concurrent,
                 "batch_size": config.registry.batch_size,
                 "cleanup_interval": config.registry.cleanup_interval,
@@ -399,9 +396,9 @@ async def admin_cycles(request: web.Request) -> web.Response:
                 "pool_size": config.store.pool_size,
                 "max_overflow": config.store.max_overflow,
                 "pool_timeout": config.store.pool_timeout,
-                "executor_threads": app[STORE].executor_threads,
                 "sse_keepalive": config.sse_keepalive,
                 "malloc_mmap_threshold": config.malloc_mmap_threshold,
+                **registry.describe(),
             },
         }
     )
@@ -439,8 +436,8 @@ def _process_stats(app: web.Application) -> dict[str, Any]:
         open_fds = len(os.listdir("/proc/self/fd"))
     except (OSError, ValueError, IndexError):  # no /proc on this platform
         pass
-    pool = app[STORE].engine.pool
     registry = app[REGISTRY]
+    pool = registry.monitor.pool
     return {
         "pid": os.getpid(),
         "rss_bytes": rss_bytes,
@@ -469,8 +466,8 @@ async def admin_hold_connections(request: web.Request) -> web.Response:
         body = json.loads(await request.read() or b"{}")
     except (ValueError, RecursionError):
         return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
-    store = request.app[STORE]
-    limit = store.monitor.limit
+    registry = request.app[REGISTRY]
+    limit = registry.monitor.limit
     if not isinstance(body, dict) or set(body) - {"seconds", "connections"}:
         return json_error(400, "expected an object with seconds and optionally connections", mcp.INVALID_PARAMS)
     seconds = _finite_number(body.get("seconds"))
@@ -481,7 +478,7 @@ async def admin_hold_connections(request: web.Request) -> web.Response:
         return json_error(400, f"connections must be an integer in [1, {limit}]", mcp.INVALID_PARAMS)
 
     async def hold() -> None:
-        held = await store.hold_connections(count, seconds)
+        held = await registry.hold_connections(count, seconds)
         log.warning("held %d of %d pooled connections for %.1f s", held, count, seconds)
 
     _spawn(request.app, hold())
@@ -532,20 +529,22 @@ async def admin_latency_post(request: web.Request) -> web.Response:
 # --- app factory ----------------------------------------------------------------------------------------
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    store = open_store(config.store)
+    registry = create_registry(config)
     try:
-        await store.run(st.create_schema)
+        await registry.start()
+        store = registry.store
+        await store.run(st.create_schema)  # after the registry's own tables: the fault hooks attach to them
         if config.db_latency_ms is not None or config.db_jitter_ms is not None:
             await store.run(st.set_fault_knobs, config.db_latency_ms, config.db_jitter_ms, None)
         metrics = GatewayMetrics()
-        cycles = CycleLog(history=config.cycle_history, path=config.cycle_log)
-        registry = SessionRegistry(store, config.registry, cycles, metrics, worker_id=config.worker_id)
+        registry.listeners.append(metrics.observe_session)
+        registry.cycle_log.listeners.append(metrics.observe_cycle)
         session_log = SessionEventLog(config.session_log) if config.session_log else None
         if session_log is not None:
             registry.listeners.append(session_log)
         app[STORE] = store
         app[METRICS] = metrics
-        app[CYCLES] = cycles
+        app[CYCLES] = registry.cycle_log
         app[REGISTRY] = registry
         cleanup_task = asyncio.create_task(registry.run_forever(), name="cleanup-loop")
         yield
@@ -557,7 +556,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         if session_log is not None:
             session_log.close()
     finally:
-        await store.close()
+        await registry.stop()
 
 
 async def _on_shutdown(app: web.Application) -> None:

@@ -20,6 +20,7 @@ from gateway_sim.config import (
     add_store_arguments,
     as_flag_message,
     registry_config_from_args,
+    resolve_registry_knobs,
     store_config_from_args,
 )
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """The one place gateway arguments become a :class:`GatewayConfig`."""
+    resolve_registry_knobs(args)
     return GatewayConfig(
         store=store_config_from_args(args, args.db_url, application_name=f"mcp-gateway-sim:{args.worker_id}"),
         registry=registry_config_from_args(args),
@@ -94,6 +96,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         auth_token=args.auth_token,
         worker_id=args.worker_id,
         malloc_mmap_threshold=args.malloc_mmap_threshold,
+        registry_name=args.registry,
+        loop_executor_threads=args.loop_executor_threads,
     )
 
 

@@ -11,6 +11,12 @@ from gateway_sim.allocator import DEFAULT_MMAP_THRESHOLD, validate_mmap_threshol
 
 STRATEGIES = ("sequential", "gather", "bounded", "batched")
 DRIVERS = ("thread", "async")
+REGISTRIES = ("sim", "contextforge")
+"""Built-in registries; ``package.module:factory`` names your own (see :mod:`gateway_sim.registry_api`)."""
+SIM_DEFAULTS = {"strategy": "bounded", "driver": "async", "batch_size": 500}
+"""Defaults of the knobs that only the sim registry has (``None`` on the command line means not given)."""
+CONTEXTFORGE_FIXED = {"strategy": "bounded", "driver": "thread", "batch_size": 500}
+"""What ContextForge's registry does in their place: a bounded gather of ORM refreshes in threads."""
 
 
 def default_executor_threads() -> int:
@@ -86,9 +92,13 @@ class GatewayConfig:
     auth_token: str | None = None
     worker_id: str = "0"
     malloc_mmap_threshold: int = DEFAULT_MMAP_THRESHOLD
+    registry_name: str = "sim"
+    #: the event loop's default executor size (``--executor-threads`` given); None leaves Python's default
+    loop_executor_threads: int | None = None
 
     def __post_init__(self) -> None:
         validate_mmap_threshold(self.malloc_mmap_threshold)
+        validate_registry_name(self.registry_name)
         if self.sse_keepalive <= 0:
             raise ValueError("sse_keepalive must be > 0")
         if self.cycle_history < 1:
@@ -104,14 +114,16 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--driver",
         choices=DRIVERS,
-        default="async",
-        help="thread: sync ORM in asyncio.to_thread (the real gateway); async: asyncpg engine",
+        default=None,
+        help="thread: sync ORM in asyncio.to_thread (the real gateway); async: asyncpg engine (default async; "
+        "sim registry only)",
     )
     parser.add_argument(
         "--executor-threads",
         type=int,
-        default=default_executor_threads(),
-        help="worker threads for the thread driver (default: Python's min(32, cpu+4))",
+        default=None,
+        help="worker threads for the thread driver; with --registry contextforge the event loop's default "
+        "executor (default: Python's min(32, cpu+4))",
     )
     parser.add_argument("--pool-size", type=int, default=20, help="SQLAlchemy pool_size (default 20)")
     parser.add_argument("--max-overflow", type=int, default=10, help="SQLAlchemy max_overflow (default 10)")
@@ -132,12 +144,21 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 def add_registry_arguments(parser: argparse.ArgumentParser, *, cleanup_interval: float = 300.0) -> None:
     """Cleanup-cycle knobs, shared by the gateway and ``harness run``."""
     parser.add_argument(
-        "--strategy", choices=STRATEGIES, default="bounded", help="phase-2 refresh strategy (default bounded)"
+        "--registry",
+        type=registry_name,
+        default="sim",
+        help="the session registry the gateway hosts: sim (this project's, default), contextforge "
+        "(ContextForge's own SessionRegistry; needs 'harness contextforge setup') or package.module:factory",
+    )
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default=None,
+        help="phase-2 refresh strategy (default bounded; sim registry only)",
     )
     parser.add_argument(
         "--max-concurrent", type=int, default=20, help="semaphore bound for the bounded strategy (default 20)"
     )
-    parser.add_argument("--batch-size", type=int, default=500, help="ids per UPDATE for the batched strategy")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="ids per UPDATE for the batched strategy (default 500; sim registry only)")
     parser.add_argument(
         "--cleanup-interval",
         type=float,
@@ -150,6 +171,48 @@ def add_registry_arguments(parser: argparse.ArgumentParser, *, cleanup_interval:
         default=3600.0,
         help="seconds of inactivity after which the sweep deletes a session row (default %(default)s)",
     )
+
+
+def validate_registry_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a built-in registry or ``package.module:factory``."""
+    if name in REGISTRIES:
+        return
+    module, sep, attr = name.partition(":")
+    if not sep or not attr.isidentifier() or not all(part.isidentifier() for part in module.split(".")):
+        raise ValueError(f"registry must be sim, contextforge or package.module:factory, got {name!r}")
+
+
+def registry_name(text: str) -> str:
+    """``--registry``'s argparse type."""
+    try:
+        validate_registry_name(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("registry must be ")) from None
+    return text.strip()
+
+
+def resolve_registry_knobs(args: argparse.Namespace) -> None:
+    """Fill in the knobs left unset for ``args.registry``, in place.
+
+    ``--strategy``, ``--driver`` and ``--batch-size`` given to a contextforge run are refused (a ``ValueError``
+    naming the flag): its registry always runs a bounded gather of ORM refreshes in threads. ``--executor-threads``
+    not given leaves ``args.loop_executor_threads`` None (Python's default executor) and sets
+    ``args.executor_threads`` to Python's default size.
+    """
+    registry = getattr(args, "registry", "sim") or "sim"
+    fixed = CONTEXTFORGE_FIXED if registry == "contextforge" else SIM_DEFAULTS
+    for name, value in fixed.items():
+        given = getattr(args, name, None)
+        if given is not None and registry == "contextforge":
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} does not apply to --registry contextforge (its registry always refreshes "
+                             "with a bounded gather of ORM calls in threads)")
+        if given is None:
+            setattr(args, name, value)
+    given_threads = getattr(args, "executor_threads", None)
+    args.loop_executor_threads = given_threads
+    if given_threads is None:
+        args.executor_threads = default_executor_threads()
 
 
 def store_config_from_args(args: argparse.Namespace, db_url: str, **overrides: object) -> StoreConfig:

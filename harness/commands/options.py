@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gateway_sim.config import (
     GatewayConfig,
@@ -11,6 +12,7 @@ from gateway_sim.config import (
     add_store_arguments,
     as_flag_message,
     registry_config_from_args,
+    resolve_registry_knobs,
     store_config_from_args,
 )
 
@@ -46,13 +48,42 @@ def add_gateway_options(parser: argparse.ArgumentParser) -> None:
                        help="latency added to each refresh (server mode) or round trip (proxy mode), ms "
                             "(default %(default)s)")
     group.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on that latency, ms (default 0)")
+    add_contextforge_options(group)  # type: ignore[arg-type]
+
+
+def add_contextforge_options(parser: argparse.ArgumentParser) -> None:
+    """Which environment ``--registry contextforge`` gateways run in (built by ``harness contextforge setup``)."""
+    from harness.sut.contextforge_env import DEFAULT_VERSION
+
+    parser.add_argument("--contextforge-version", default=DEFAULT_VERSION,
+                        help=f"--registry contextforge: the release to run (default {DEFAULT_VERSION})")
+    parser.add_argument("--contextforge-source", type=Path, default=None,
+                        help="--registry contextforge: the environment of 'contextforge setup --source PATH'")
+
+
+def gateway_python(args: argparse.Namespace) -> str | None:
+    """The interpreter gateway processes run with: the contextforge environment's for that registry, else ours.
+
+    Raises a ``UsageError`` naming the setup command when the environment is missing.
+    """
+    if getattr(args, "registry", "sim") != "contextforge":
+        return None
+    from harness.sut.contextforge_env import find_env
+
+    return find_env(args.contextforge_version, args.contextforge_source).python
 
 
 def check_gateway_options(args: argparse.Namespace) -> None:
-    """Raise ``ValueError`` naming a gateway knob the gateway would refuse, before anything is started."""
+    """Raise ``ValueError`` naming a gateway knob the gateway would refuse, before anything is started.
+
+    Fills in the registry's defaults on ``args`` (see :func:`gateway_sim.config.resolve_registry_knobs`).
+    """
+    resolve_registry_knobs(args)
+    args.gateway_python = gateway_python(args)
     try:
         GatewayConfig(store=store_config_from_args(args, ""), registry=registry_config_from_args(args),
-                      sse_keepalive=args.sse_keepalive, malloc_mmap_threshold=args.malloc_mmap_threshold)
+                      sse_keepalive=args.sse_keepalive, malloc_mmap_threshold=args.malloc_mmap_threshold,
+                      registry_name=args.registry)
     except ValueError as exc:
         raise ValueError(as_flag_message(exc)) from None
     if args.gateway_workers < 1:

@@ -83,8 +83,9 @@ def _locust_options(args: argparse.Namespace) -> LocustOptions:
     )
 
 
-GATEWAY_KEYS = ("strategy", "driver", "max_concurrent", "batch_size", "executor_threads", "pool_size", "max_overflow",
-                "pool_timeout", "cleanup_interval", "session_ttl", "sse_keepalive", "malloc_mmap_threshold")
+GATEWAY_KEYS = ("registry", "strategy", "driver", "max_concurrent", "batch_size", "executor_threads", "pool_size",
+                "max_overflow", "pool_timeout", "cleanup_interval", "session_ttl", "sse_keepalive",
+                "malloc_mmap_threshold")
 """The gateway's knobs in ``summary.json``'s ``config``, as ``/admin/cycles`` reports them."""
 
 
@@ -104,6 +105,15 @@ def _external_config(gateway_url: str) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read {gateway_url}/admin/cycles: {exc}") from None
     return {k: reported.get(k) for k in GATEWAY_KEYS} | {"db": "external", "gateway_urls": [gateway_url]}
+
+
+def registry_versions(args: argparse.Namespace) -> dict[str, str]:
+    """The version of the registry's own package (``mcp-contextforge-gateway``) for a contextforge run."""
+    if getattr(args, "registry", "sim") != "contextforge":
+        return {}
+    from harness.sut.contextforge_env import PACKAGE, find_env
+
+    return {PACKAGE: find_env(args.contextforge_version, args.contextforge_source).version}
 
 
 def _default_out() -> Path:
@@ -201,8 +211,10 @@ def execute(args: argparse.Namespace, out_dir: Path, extensions: Sequence[RunExt
         collector: Collector | None = None
         locust: LocustProcess | None = None
         try:
+            # contextforge refreshes with a pre-ping on each checkout: the calibrated refresh pays it too
             calibration = calibrate(StoreConfig(db_url=stack.gateway_db_url, driver=config["driver"],
                                                 executor_threads=config["executor_threads"] or 1,
+                                                pool_pre_ping=config.get("registry") == "contextforge",
                                                 application_name="mcp-loadtest-calibration")) if stack.db_url else None
             collector = Collector(stack.gateway_urls, stack.db_url)
             collector.start()
@@ -246,7 +258,7 @@ def execute(args: argparse.Namespace, out_dir: Path, extensions: Sequence[RunExt
     client_ends = read_jsonl([out_dir / "client-sessions.jsonl"])
     summary = {
         "config": config,
-        "versions": package_versions(),
+        "versions": {**package_versions(), **registry_versions(args)},
         "cleanup": cleanup_summary(data, calibration, config),
         "pool": pool_summary(data, config),
         "sessions": sessions_summary(data, gateway_events, client_ends, leaked, rows_after_shutdown, run_end),
@@ -266,8 +278,9 @@ def execute(args: argparse.Namespace, out_dir: Path, extensions: Sequence[RunExt
 
 def _write_results(out_dir: Path, summary: dict[str, Any], data: Collected, sections: list[str]) -> None:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "manifest.json").write_text(json.dumps(build_manifest({"config": summary["config"]}), indent=2) + "\n",
-                                           encoding="utf-8")
+    manifest = build_manifest({"config": summary["config"]})
+    manifest["versions"].update(summary["versions"])  # the registry's own package, when it is not ours
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     write_csv(out_dir / "cycles.csv", [{k: v for k, v in c.items() if k != "pool"}
                                        | {f"pool_{k}": v for k, v in c["pool"].items()} for c in data.cycles])
     write_csv(out_dir / "pool.csv", data.pool_samples)

@@ -32,9 +32,10 @@ class GatewayProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         log_path: Path | None = None,
+        python: str | None = None,
     ) -> None:
         self.command = [
-            sys.executable,
+            python or sys.executable,
             "-m",
             "gateway_sim",
             "--db-url",
@@ -115,6 +116,7 @@ class GatewayProcess:
 
 # Gateway options the harness forwards as they are: (argparse dest, gateway flag).
 FORWARDED_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("registry", "--registry"),
     ("strategy", "--strategy"),
     ("driver", "--driver"),
     ("max_concurrent", "--max-concurrent"),
@@ -132,10 +134,25 @@ FORWARDED_OPTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+CONTEXTFORGE_UNFORWARDED = frozenset({"strategy", "driver", "batch_size"})
+"""Knobs a contextforge gateway refuses: its registry has none of them."""
+
+
 def forwarded_gateway_args(args: object) -> list[str]:
-    """The gateway command-line options for the harness arguments ``args`` carries."""
+    """The gateway command-line options for the harness arguments ``args`` carries.
+
+    For ``--registry contextforge``: no sim-only knobs, and ``--executor-threads`` only when it was given (else
+    the gateway keeps Python's default executor, as a real deployment does).
+    """
     out: list[str] = []
+    skip: set[str] = set()
+    if getattr(args, "registry", "sim") == "contextforge":
+        skip = set(CONTEXTFORGE_UNFORWARDED)
+        if getattr(args, "loop_executor_threads", None) is None:
+            skip.add("executor_threads")
     for dest, flag in FORWARDED_OPTIONS:
+        if dest in skip:
+            continue
         value = getattr(args, dest, None)
         if value is True:
             out.append(flag)

@@ -33,6 +33,8 @@ class StackOptions:
     db_jitter_ms: float = 0.0
     log_dir: Path | None = None
     session_log_dir: Path | None = None
+    registry: str = "sim"
+    python: str | None = None  # the gateways' interpreter (the contextforge environment's), else ours
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> StackOptions:
@@ -49,6 +51,8 @@ class StackOptions:
             "db_latency_ms": args.db_latency_ms,
             "db_jitter_ms": args.db_jitter_ms,
             "log_dir": getattr(args, "log_dir", None),
+            "registry": getattr(args, "registry", "sim"),
+            "python": getattr(args, "gateway_python", None),
         }
         values.update(overrides)
         return cls(**values)
@@ -83,7 +87,10 @@ class Stack:
             self.db_url = self.provider.start()
             self.gateway_db_url = self.db_url
             with sync_session(self.db_url) as session:
-                st.create_schema(session)
+                if self.options.registry == "sim":
+                    st.create_schema(session)
+                else:  # that registry creates mcp_sessions from its own model; its gateway adds the trigger
+                    st.create_fault_knobs(session)
             if self.options.latency_mode == "proxy":
                 self._start_proxy()
             self.set_latency(self.options.db_latency_ms, self.options.db_jitter_ms)
@@ -112,7 +119,7 @@ class Stack:
         if self.options.session_log_dir is not None:
             args += ["--session-log", str(Path(self.options.session_log_dir) / f"gateway-sessions-{index}.jsonl")]
         gateway = GatewayProcess(self.gateway_db_url, args, worker_id=str(index),
-                                 host=self.options.host, port=port, log_path=log_path)
+                                 host=self.options.host, port=port, log_path=log_path, python=self.options.python)
         self.gateways.append(gateway)
         gateway.start()
 

@@ -1,8 +1,11 @@
 """Measure cleanup cycles directly, in-process, on real Postgres, beside the model's prediction.
 
-Each point registers N synthetic sessions (transports that report connected) in a real
-SessionRegistry, calibrates one refresh (``L_refresh``) and one phase-1 check in the same run, runs a
-warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
+Each point registers N synthetic sessions (transports that report connected) in a real registry
+(``--registry sim``, this project's, or ``contextforge``, ContextForge's own, measured in its environment's Python
+in a process of its own), calibrates one refresh (``L_refresh``, the registry's own) and one phase-1 check in the
+same run, runs a warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
+``--strategy``, ``--driver`` and ``--batch-size`` apply to sim points; contextforge points run what upstream does
+(``bounded``, ``thread``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import itertools
 import json
 import statistics
+import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,13 +26,25 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
-from gateway_sim.config import DRIVERS, STRATEGIES, RegistryConfig, StoreConfig, default_executor_threads
+from gateway_sim.config import (
+    CONTEXTFORGE_FIXED,
+    DRIVERS,
+    SIM_DEFAULTS,
+    STRATEGIES,
+    GatewayConfig,
+    RegistryConfig,
+    StoreConfig,
+    default_executor_threads,
+    registry_name,
+)
 from gateway_sim.pool_monitor import percentile
-from gateway_sim.registry import SessionRegistry
+from gateway_sim.registry_api import Registry, create_registry
 from gateway_sim.transports import SyntheticTransport
 from harness.capacity.model import ModelInput, predict
 from harness.commands.arglists import list_of
-from harness.scenario.calibrate import calibrate_store
+from harness.errors import UsageError
+from harness.scenario.calibrate import calibrate_registry
+from harness.sut.dbsync import sync_session
 from harness.sut.postgres import provider_for
 
 
@@ -47,6 +63,7 @@ class BenchPoint:
     pool_timeout: float = 30.0
     executor_threads: int = field(default_factory=default_executor_threads)
     batch_size: int = 500
+    registry: str = "sim"
 
     def model_input(self, refresh_ms: float, check_ms: float, max_connections: int,
                     reserved_connections: int) -> ModelInput:
@@ -82,6 +99,7 @@ class BenchRow:
     check_ms: float | None
     skipped: bool
     note: str = ""
+    registry: str = "sim"
     cycles_ms: list[float] = field(default_factory=list)
     max_inflight: int = 0
     pool_exhausted_fraction: float = 0.0
@@ -103,8 +121,9 @@ def expand(points: dict[str, Sequence[Any]], fixed: dict[str, Any]) -> list[Benc
             for combo in itertools.product(*(points[n] for n in names))]
 
 
-def _truncate(session: Session) -> None:
-    session.execute(text("TRUNCATE mcp_sessions CASCADE"))
+def _drop_session_tables(session: Session) -> None:
+    """Each point starts on tables created by its own registry from its own model."""
+    session.execute(text("DROP TABLE IF EXISTS mcp_messages, mcp_sessions CASCADE"))
     session.commit()
 
 
@@ -112,7 +131,7 @@ def _reserved_connections(session: Session) -> int:
     return int(session.execute(text("SELECT current_setting('superuser_reserved_connections')::int")).scalar_one())
 
 
-async def _check_ms(registry: SessionRegistry) -> float:
+async def _check_ms(registry: Registry) -> float:
     """Mean cost of one phase-1 check, measured on this point's transports."""
     started = time.perf_counter()
     for transport in registry.sessions.values():
@@ -126,30 +145,37 @@ def nominal_model_ms(point: BenchPoint, max_connections: int = 100) -> float:
     return predict(inp).model_ms
 
 
+def point_config(point: BenchPoint, db_url: str) -> GatewayConfig:
+    """The gateway configuration a point's registry is built from."""
+    store = StoreConfig(db_url=db_url, driver=point.driver, pool_size=point.pool_size,
+                        max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
+                        executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
+    registry = RegistryConfig(strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size)
+    return GatewayConfig(store=store, registry=registry, worker_id="bench", registry_name=point.registry,
+                         loop_executor_threads=point.executor_threads if point.registry == "contextforge" else None)
+
+
 async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> BenchRow:
-    """Run one point on a fresh table and return its row."""
-    config = StoreConfig(db_url=db_url, driver=point.driver, pool_size=point.pool_size,
-                         max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
-                         executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
-    store = st.open_store(config)
+    """Run one point on fresh tables, in this process, and return its row."""
+    with sync_session(db_url) as session:
+        _drop_session_tables(session)
+    registry = create_registry(point_config(point, db_url))
     try:
+        await registry.start()
+        store = registry.store
         await store.run(st.create_schema)
-        await store.run(_truncate)
         await store.run(st.set_fault_knobs, point.db_latency_ms, point.db_jitter_ms, 0.0)
         max_connections = int((await store.run(st.db_activity))["max_connections"])
         reserved = await store.run(_reserved_connections)
-        registry = SessionRegistry(store, RegistryConfig(
-            strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size,
-        ), worker_id="bench")
         await registry.add_sessions([SyntheticTransport() for _ in range(point.sessions)])
         await registry.run_cleanup_cycle()  # warm-up: opens the pool's connections
-        refresh_ms = (await calibrate_store(store)).refresh_ms
+        refresh_ms = (await calibrate_registry(registry)).refresh_ms
         check_ms = await _check_ms(registry)
-        before = store.monitor.snapshot()
+        before = registry.monitor.snapshot()
         records = [await registry.run_cleanup_cycle() for _ in range(repeats)]
-        after = store.monitor.snapshot()
+        after = registry.monitor.snapshot()
     finally:
-        await store.close()
+        await registry.stop()
     totals = [r.total_ms for r in records]
     measured = statistics.median(totals)
     result = predict(point.model_input(refresh_ms, check_ms, max_connections, reserved))
@@ -171,8 +197,27 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         wait_ms_p95=max(r.pool.wait_ms_p95 for r in records),
         pool_timeouts=sum(r.pool.timeouts for r in records),
         executor_queue_peak=max(r.pool.executor_queue_peak for r in records),
-        errors=sum(r.refresh_errors for r in records),
+        errors=sum(r.refresh_errors for r in records), registry=point.registry,
     )
+
+
+def measure_in_env(point: BenchPoint, db_url: str, repeats: int, python: str) -> BenchRow:
+    """Measure a point in a process of the given interpreter (the contextforge environment's)."""
+    payload = json.dumps({"point": asdict(point), "db_url": db_url, "repeats": repeats})
+    out = subprocess.run([python, "-m", "harness.capacity.bench_point"], input=payload, capture_output=True,
+                         text=True, check=False, timeout=3600)
+    if out.returncode != 0:
+        tail = " | ".join(out.stderr.strip().splitlines()[-2:]) or f"exit {out.returncode}"
+        raise RuntimeError(f"{point.registry} point N={point.sessions} failed: {tail}")
+    return BenchRow(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def measure(point: BenchPoint, db_url: str, repeats: int, pythons: dict[str, str] | None = None) -> BenchRow:
+    """A point measured where its registry lives: in this process, or in its environment's interpreter."""
+    python = (pythons or {}).get(point.registry)
+    if python is not None:
+        return measure_in_env(point, db_url, repeats, python)
+    return asyncio.run(measure_point(point, db_url, repeats))
 
 
 def skipped_row(point: BenchPoint, model_ms: float, note: str) -> BenchRow:
@@ -185,19 +230,23 @@ def skipped_row(point: BenchPoint, model_ms: float, note: str) -> BenchRow:
         executor_threads=point.executor_threads if point.driver == "thread" else None,
         batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(model_ms, 3),
         model_ratio=None, c_eff=result.c_eff, binding=result.binding, refresh_ms=None, check_ms=None,
-        skipped=True, note=note,
+        skipped=True, note=note, registry=point.registry,
     )
 
 
-def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float) -> list[BenchRow]:
-    """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``."""
+def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float,
+               pythons: dict[str, str] | None = None) -> list[BenchRow]:
+    """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``.
+
+    ``pythons`` maps a registry to the interpreter its points run in (``contextforge`` to its environment's).
+    """
     rows = []
     for point in points:
         nominal = nominal_model_ms(point)
         if nominal > max_seconds * 1000.0:
             rows.append(skipped_row(point, nominal, f"model {nominal / 1000:.0f} s > --max-seconds {max_seconds:g}"))
             continue
-        rows.append(asyncio.run(measure_point(point, db_url, repeats)))
+        rows.append(measure(point, db_url, repeats, pythons))
     return rows
 
 
@@ -208,19 +257,42 @@ def speedups(rows: Sequence[BenchRow]) -> list[str]:
     for row in rows:
         if row.measured_ms is None:
             continue
-        key = (row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads)
+        key = (row.registry, row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads)
         by_key.setdefault(key, {})[f"{row.strategy}@{row.max_concurrent}"] = row
-    for (driver, sessions, latency, *_), group in by_key.items():
+    for (registry, driver, sessions, latency, *_), group in by_key.items():
         bounded = [r for k, r in group.items() if k.startswith("bounded@")]
         for base in bounded:
             for other_name in ("batched", "sequential", "gather"):
                 for other in (r for k, r in group.items() if k.startswith(f"{other_name}@")):
                     ratio = (base.measured_ms or 0) / max(other.measured_ms or 0, 1e-9)
                     lines.append(
-                        f"{driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
+                        f"{registry} {driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
                         f"{base.measured_ms:.1f} ms / {other_name} {other.measured_ms:.1f} ms = {ratio:.2f}×"
                     )
+    return lines + parity(rows)
+
+
+def parity(rows: Sequence[BenchRow]) -> list[str]:
+    """contextforge vs sim, measured side by side at the same knobs (both bounded on threads)."""
+    sim: dict[tuple[Any, ...], BenchRow] = {}
+    for row in rows:
+        if row.registry == "sim" and row.measured_ms is not None:
+            sim[_parity_key(row)] = row
+    lines = []
+    for row in rows:
+        other = sim.get(_parity_key(row))
+        if row.registry != "contextforge" or row.measured_ms is None or other is None:
+            continue
+        lines.append(f"N={row.sessions} L={row.db_latency_ms:g} ms c={row.max_concurrent}: contextforge "
+                     f"{row.measured_ms:.1f} ms / sim {other.measured_ms:.1f} ms = "
+                     f"{row.measured_ms / max(other.measured_ms or 0, 1e-9):.3f}× (refresh {row.refresh_ms} vs "
+                     f"{other.refresh_ms} ms)")
     return lines
+
+
+def _parity_key(row: BenchRow) -> tuple[Any, ...]:
+    return (row.strategy, row.driver, row.sessions, row.max_concurrent, row.db_latency_ms, row.pool_size,
+            row.max_overflow, row.executor_threads)
 
 
 def render(rows: Sequence[BenchRow]) -> None:
@@ -229,12 +301,13 @@ def render(rows: Sequence[BenchRow]) -> None:
     from rich.table import Table
 
     table = Table(title="cleanup cycle: measured vs model")
-    for col in ("strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model",
+    for col in ("registry", "strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model",
                 "c_eff", "binding", "pool peak", "waiters", "note"):
-        table.add_column(col, justify="left" if col in ("strategy", "driver", "binding", "note") else "right")
+        table.add_column(col, justify="left" if col in ("registry", "strategy", "driver", "binding", "note")
+                         else "right")
     for r in rows:
         table.add_row(
-            r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}",
+            r.registry, r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}",
             "-" if r.measured_ms is None else f"{r.measured_ms:.1f}", f"{r.model_ms:.1f}",
             "-" if r.model_ratio is None else f"{r.model_ratio:.3f}", str(r.c_eff), r.binding,
             str(r.checked_out_peak), str(r.waiters_peak), r.note,
@@ -254,16 +327,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on the latency (default 0)")
     parser.add_argument("--max-concurrent", type=list_of(int, minimum=1), default=[20],
                         help="comma list of semaphore bounds (default 20)")
-    parser.add_argument("--strategy", type=list_of(str, choices=STRATEGIES), default=list(STRATEGIES),
-                        help="comma list of strategies (default all four)")
-    parser.add_argument("--driver", type=list_of(str, choices=DRIVERS), default=["async"],
-                        help="comma list of drivers: thread, async (default async)")
+    parser.add_argument("--registry", type=list_of(registry_name), default=["sim"],
+                        help="comma list of registries: sim, contextforge (default sim)")
+    parser.add_argument("--strategy", type=list_of(str, choices=STRATEGIES), default=None,
+                        help="comma list of strategies (default all four; sim points only)")
+    parser.add_argument("--driver", type=list_of(str, choices=DRIVERS), default=None,
+                        help="comma list of drivers: thread, async (default async; sim points only)")
     parser.add_argument("--pool-size", type=list_of(int, minimum=1), default=[20], help="comma list (default 20)")
     parser.add_argument("--executor-threads", type=list_of(int, minimum=1), default=[default_executor_threads()],
                         help=f"comma list, thread driver only (default {default_executor_threads()})")
     parser.add_argument("--max-overflow", type=int, default=10)
     parser.add_argument("--pool-timeout", type=float, default=30.0)
-    parser.add_argument("--batch-size", type=int, default=500, help="ids per UPDATE for batched (default 500)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="ids per UPDATE for batched (default 500; sim points only)")
     parser.add_argument("--repeats", type=int, default=3, help="measured cycles per point (default 3)")
     parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="skip points whose model exceeds this many seconds per cycle (default 60)")
@@ -272,16 +348,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db-url", default=None, help="use this server (wins over --db)")
     parser.add_argument("--max-connections", type=int, default=100,
                         help="max_connections of the embedded server (default 100)")
+    from harness.commands.options import add_contextforge_options
+
+    add_contextforge_options(parser)
+
+
+def sim_only_knobs(registries: Sequence[str], given: dict[str, Any]) -> dict[str, Any]:
+    """Defaults for the sim-only knobs not given; a ``UsageError`` naming the flag if one is given to a
+    contextforge-only grid. ``given`` maps ``strategy``/``driver``/``batch_size`` to a list or None."""
+    if set(registries) == {"contextforge"}:
+        for name, value in given.items():
+            if value is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} does not apply to --registry contextforge (its registry always refreshes "
+                                 "with a bounded gather of ORM calls in threads)")
+    defaults = {"strategy": list(STRATEGIES), "driver": [SIM_DEFAULTS["driver"]],
+                "batch_size": [SIM_DEFAULTS["batch_size"]]}
+    return {name: value if value is not None else defaults[name] for name, value in given.items()}
 
 
 def points_from_args(args: argparse.Namespace) -> list[BenchPoint]:
     """The grid the arguments describe (executor sizes vary only for the thread driver)."""
+    knobs = sim_only_knobs(args.registry, {"strategy": args.strategy, "driver": args.driver,
+                                           "batch_size": None if args.batch_size is None else [args.batch_size]})
     points = expand(
-        {"strategy": args.strategy, "driver": args.driver, "sessions": args.sessions,
+        {"registry": args.registry, "strategy": knobs["strategy"], "driver": knobs["driver"], "sessions": args.sessions,
          "max_concurrent": args.max_concurrent, "db_latency_ms": args.db_latency_ms,
          "pool_size": args.pool_size, "executor_threads": args.executor_threads},
         {"db_jitter_ms": args.db_jitter_ms, "max_overflow": args.max_overflow,
-         "pool_timeout": args.pool_timeout, "batch_size": args.batch_size},
+         "pool_timeout": args.pool_timeout, "batch_size": knobs["batch_size"][0]},
     )
     return collapse(points, executor_threads=args.executor_threads[0], max_concurrent=args.max_concurrent[0])
 
@@ -296,6 +391,9 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
     """
     unique: dict[BenchPoint, None] = {}
     for p in points:
+        if p.registry == "contextforge":  # what upstream does, whatever the sim points try
+            p = replace(p, strategy=CONTEXTFORGE_FIXED["strategy"], driver=CONTEXTFORGE_FIXED["driver"],
+                        batch_size=CONTEXTFORGE_FIXED["batch_size"])
         if p.driver != "thread" or p.strategy in ("sequential", "batched"):
             p = replace(p, executor_threads=executor_threads)
         if p.strategy != "bounded":  # only the bounded strategy has a semaphore
@@ -313,13 +411,35 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise ValueError("--repeats must be >= 1")
     points = points_from_args(args)
+    pythons = registry_pythons({p.registry for p in points}, args.contextforge_version, args.contextforge_source)
     with provider_for(args.db, args.db_url, max_connections=args.max_connections) as url:
-        rows = run_points(points, url, args.repeats, args.max_seconds)
+        rows = run_points(points, url, args.repeats, args.max_seconds, pythons)
     render(rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"rows": [r.as_dict() for r in rows], "manifest": build_manifest()}
+        manifest = build_manifest()
+        manifest["versions"].update(registry_package_versions(pythons, args.contextforge_version,
+                                                              args.contextforge_source))
+        payload = {"rows": [r.as_dict() for r in rows], "manifest": manifest}
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
 
+
+def registry_pythons(registries: Iterable[str], version: str, source: Path | None) -> dict[str, str]:
+    """The interpreter of each registry that does not run in this one (a ``UsageError`` if its environment is
+    missing: checked before anything starts)."""
+    if "contextforge" not in set(registries):
+        return {}
+    from harness.sut.contextforge_env import find_env
+
+    return {"contextforge": find_env(version, source).python}
+
+
+def registry_package_versions(pythons: dict[str, str], version: str, source: Path | None) -> dict[str, str]:
+    """``{"mcp-contextforge-gateway": "1.1.0"}`` when contextforge points ran."""
+    if "contextforge" not in pythons:
+        return {}
+    from harness.sut.contextforge_env import PACKAGE, find_env
+
+    return {PACKAGE: find_env(version, source).version}

@@ -23,7 +23,6 @@ long option names with ``_`` for ``-``: top-level ``out``, ``mode``, ``repeats``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import os
@@ -32,8 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway_sim.config import DRIVERS, STRATEGIES, default_executor_threads
-from harness.capacity.bench import BenchPoint, collapse, expand, measure_point, nominal_model_ms, skipped_row
+from gateway_sim.config import DRIVERS, STRATEGIES, default_executor_threads, registry_name
+from harness.capacity.bench import (
+    BenchPoint,
+    collapse,
+    expand,
+    measure,
+    nominal_model_ms,
+    registry_package_versions,
+    registry_pythons,
+    sim_only_knobs,
+    skipped_row,
+)
 from harness.capacity.model import predict
 from harness.capacity.recommend import Recommendation, Target, recommend, recommend_per_strategy
 from harness.commands.arglists import duration_seconds, list_of
@@ -41,7 +50,7 @@ from harness.errors import UsageError
 from harness.gate.tomlfile import read_toml
 
 MODES = ("bench", "run")
-GRID = ("strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size", "max_overflow",
+GRID = ("registry", "strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size", "max_overflow",
         "executor_threads", "batch_size")
 COLUMNS = (*GRID, "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff", "binding",
            "pool_exhausted_fraction", "waiters_peak", "pool_timeouts", "errors", "refresh_ms", "check_ms",
@@ -95,6 +104,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option("registry", list_of(registry_name), ["sim"], "registries: sim, contextforge", "grid"),
     Option("sessions", list_of(int, minimum=1), [100, 1000], "session counts", "grid"),
     Option("max_concurrent", list_of(int, minimum=1), [20], "semaphore bounds (bounded only)", "grid"),
     Option("db_latency_ms", list_of(float, minimum=0), [20.0], "injected refresh latencies, ms", "grid"),
@@ -102,9 +112,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_overflow", list_of(int, minimum=0), [10], "SQLAlchemy max_overflow values", "grid"),
     Option("executor_threads", list_of(int, minimum=1), [default_executor_threads()],
            "executor sizes (thread driver, concurrent strategies)", "grid"),
-    Option("strategy", list_of(str, choices=STRATEGIES), list(STRATEGIES), "strategies", "grid"),
-    Option("driver", list_of(str, choices=DRIVERS), ["async"], "drivers: thread, async", "grid"),
-    Option("batch_size", list_of(int, minimum=1), [500], "ids per UPDATE (batched only)", "grid"),
+    # sim points only: None means not given (a contextforge-only grid refuses them; see resolve)
+    Option("strategy", list_of(str, choices=STRATEGIES), None, "strategies (default all four; sim only)", "grid"),
+    Option("driver", list_of(str, choices=DRIVERS), None, "drivers: thread, async (default async; sim only)", "grid"),
+    Option("batch_size", list_of(int, minimum=1), None, "ids per UPDATE (batched only; default 500; sim only)",
+           "grid"),
     Option("out", Path, None, "output directory (required; re-use it to resume)"),
     Option("mode", _choice(*MODES), "bench", "bench: cycles in-process; run: Locust through 'harness run'"),
     Option("repeats", _scalar(int, 1), 3, "measured cycles per point in bench mode"),
@@ -114,6 +126,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("db", str, None, "embedded (default) | docker | a postgresql:// URL"),
     Option("db_url", str, None, "an existing server's URL (wins over --db)"),
     Option("max_connections", _scalar(int, 1), 100, "max_connections of the embedded server"),
+    Option("contextforge_version", str, "1.1.0", "registry contextforge: the release to run"),
+    Option("contextforge_source", Path, None, "registry contextforge: the environment of 'setup --source PATH'"),
     Option("run_time", _run_time, "30s", "run mode: Locust run time per point", "run"),
     Option("cleanup_interval", _scalar(float, 0.001), 5.0, "run mode: seconds between cleanup cycles", "run"),
     Option("users", _scalar(int, 1), None, "run mode: Locust users per point (default: the point's sessions)",
@@ -190,6 +204,7 @@ def resolve(args: argparse.Namespace) -> SweepSpec:
         raise UsageError("--out DIR is required (or out = \"DIR\" in the plan)")
     if (values["target_cycle_ms"] is None) != (values["max_db_connections"] is None):
         raise UsageError("--target-cycle-ms and --max-db-connections go together")
+    values.update(sim_only_knobs(values["registry"], {k: values[k] for k in ("strategy", "driver", "batch_size")}))
     return SweepSpec(values)
 
 
@@ -206,7 +221,7 @@ def knobs(point: BenchPoint) -> dict[str, Any]:
     """A point's knobs as the sweep reports them: ``None`` for a knob that does not apply."""
     concurrent = point.strategy in ("gather", "bounded")
     return {
-        "strategy": point.strategy, "driver": point.driver, "sessions": point.sessions,
+        "registry": point.registry, "strategy": point.strategy, "driver": point.driver, "sessions": point.sessions,
         "max_concurrent": point.max_concurrent if point.strategy == "bounded" else None,
         "db_latency_ms": point.db_latency_ms, "pool_size": point.pool_size, "max_overflow": point.max_overflow,
         "executor_threads": point.executor_threads if point.driver == "thread" and concurrent else None,
@@ -218,6 +233,8 @@ def point_key(point: BenchPoint, spec: SweepSpec) -> str:
     """What identifies a finished point across re-runs of the same sweep."""
     key = {**knobs(point), "db_jitter_ms": point.db_jitter_ms, "pool_timeout": point.pool_timeout,
            "mode": spec.mode}
+    if key["registry"] == "sim":
+        del key["registry"]  # sweeps from before the registry axis resume as they were
     if spec.mode == "run":
         key.update(run_time=spec.run_time, users=spec.users)
     return json.dumps(key, sort_keys=True)
@@ -274,13 +291,14 @@ def row_from_summary(summary: dict[str, Any], point: BenchPoint, spec: SweepSpec
 
 
 def bench_measure(db_url: str, spec: SweepSpec) -> Measure:
-    """Measure a point with the in-process bench."""
+    """Measure a point with the bench (in-process, or in the registry's environment's interpreter)."""
+    pythons = registry_pythons(spec.registry, spec.contextforge_version, spec.contextforge_source)
 
-    def measure(point: BenchPoint) -> Row:
-        bench = asyncio.run(measure_point(point, db_url, spec.repeats))
+    def measure_one(point: BenchPoint) -> Row:
+        bench = measure(point, db_url, spec.repeats, pythons)
         return row_from_bench(bench.as_dict(), point, "bench")
 
-    return measure
+    return measure_one
 
 
 def run_measure(db_url: str, spec: SweepSpec) -> Measure:
@@ -291,13 +309,19 @@ def run_measure(db_url: str, spec: SweepSpec) -> Measure:
 
     def measure(point: BenchPoint) -> Row:
         point_dir = spec.out / "runs" / f"{next(counter):03d}-{point.strategy}-{point.driver}-n{point.sessions}"
-        argv = ["run", "--out", str(point_dir), "--db-url", db_url, "--strategy", point.strategy,
-                "--driver", point.driver, "--max-concurrent", str(point.max_concurrent),
+        argv = ["run", "--out", str(point_dir), "--db-url", db_url, "--registry", point.registry,
+                "--max-concurrent", str(point.max_concurrent),
                 "--pool-size", str(point.pool_size), "--max-overflow", str(point.max_overflow),
-                "--pool-timeout", str(point.pool_timeout), "--batch-size", str(point.batch_size),
+                "--pool-timeout", str(point.pool_timeout),
                 "--db-latency-ms", f"{point.db_latency_ms:g}", "--db-jitter-ms", f"{point.db_jitter_ms:g}",
                 "--users", str(spec.users or point.sessions), "--run-time", spec.run_time,
                 "--cleanup-interval", f"{spec.cleanup_interval:g}", "--no-progress"]
+        if point.registry == "contextforge":
+            argv += ["--contextforge-version", spec.contextforge_version]
+            if spec.contextforge_source is not None:
+                argv += ["--contextforge-source", str(spec.contextforge_source)]
+        else:
+            argv += ["--strategy", point.strategy, "--driver", point.driver, "--batch-size", str(point.batch_size)]
         if point.driver == "thread":
             argv += ["--executor-threads", str(point.executor_threads)]
         code = cli.main(argv)
@@ -411,7 +435,11 @@ def write_outputs(spec: SweepSpec, rows: Sequence[Row], answers: Answers) -> Non
     spec.out.mkdir(parents=True, exist_ok=True)
     write_csv(spec.out / "sweep.csv", rows)
     plan = {k: (str(v) if isinstance(v, Path) else v) for k, v in spec.values.items() if k not in ("db_url",)}
-    payload = {"manifest": build_manifest(), "plan": plan, "rows": list(rows),
+    manifest = build_manifest()
+    manifest["versions"].update(registry_package_versions(
+        registry_pythons(spec.registry, spec.contextforge_version, spec.contextforge_source),
+        spec.contextforge_version, spec.contextforge_source))
+    payload = {"manifest": manifest, "plan": plan, "rows": list(rows),
                "recommendations": [a.as_dict() for a in answers.get("any", [])],
                "recommendations_by_strategy": {k: [a.as_dict() for a in v] for k, v in answers.items() if k != "any"}}
     (spec.out / "sweep.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -472,6 +500,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = resolve(args)
     points = grid_points(spec)
+    registry_pythons(spec.registry, spec.contextforge_version, spec.contextforge_source)  # missing env: exit 2
     finished = PointStore(spec.out / POINTS_FILE).load()
     todo = [p for p in points if point_key(p, spec) not in finished and skip_note(p, spec) is None]
     total = sum(estimated_seconds(p, spec) for p in todo)

@@ -26,12 +26,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from locust_capacity import Row, postgres_root, run_one
-
-from harness.cli import _Parser
+from harness.capacity.load_side import Row, postgres_root, run_one
+from harness.cli import CliParser
+from harness.settings import SETTINGS, session_lifetime
 from harness.sut.gateway_proc import GatewayError, GatewayProcess
 from harness.sut.postgres import EmbeddedPostgres, ProviderError
-from locustfiles.options import parse_lifetime, parse_ratio
 
 PROCESS_COUNTS = (1, 2)
 
@@ -52,7 +51,7 @@ METRICS: list[Metric] = [
 
 def run_seconds(args: argparse.Namespace) -> float:
     """Locust's ``-t`` as ``run_one`` sets it: ramp, one longest lifetime, hold."""
-    return args.users / args.spawn_rate + parse_lifetime(args.session_lifetime)[1] + args.hold
+    return args.users / args.spawn_rate + session_lifetime(args.session_lifetime)[1] + args.hold
 
 
 def order(round_index: int) -> tuple[int, ...]:
@@ -81,8 +80,8 @@ def render(rows: dict[int, list[Row]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> _Parser:
-    parser = _Parser(prog="python benchmarks/locust_workers.py", description=__doc__.splitlines()[0])
+def build_parser() -> CliParser:
+    parser = CliParser(prog="python benchmarks/locust_workers.py", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=3000, help="Locust users in both runs (default 3000)")
     parser.add_argument("--spawn-rate", type=float, default=100.0,
                         help="users started per second (default 100; a faster ramp times out the gateway's pool)")
@@ -104,8 +103,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.users < 1 or args.rounds < 1 or args.spawn_rate <= 0 or args.hold <= 0 or args.cleanup_interval <= 0:
         parser.error("--users and --rounds must be >= 1; --spawn-rate, --hold and --cleanup-interval must be > 0")
     try:
-        parse_lifetime(args.session_lifetime)
-        args.transport_mix = parse_ratio("transport-mix", args.transport_mix)
+        session_lifetime(args.session_lifetime)
+        args.transport_mix = float(args.transport_mix)
+        SETTINGS["transport_mix"].check(args.transport_mix)
         args.gateway_args = shlex.split(args.gateway_args)
     except ValueError as exc:
         parser.error(str(exc))

@@ -21,8 +21,8 @@ from sqlalchemy import create_engine, text
 
 from gateway_sim import store as st
 from gateway_sim.config import StoreConfig
-from harness.cli import _Parser
-from harness.commands.arglists import list_of
+from gateway_sim.settings import list_of
+from harness.cli import CliParser
 from harness.scenario.calibrate import calibrate_store
 from harness.sut.postgres import EmbeddedPostgres
 
@@ -53,8 +53,8 @@ def select_one_ms(url: str, samples: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="python benchmarks/pre_ping_cost.py", description=__doc__)
-    parser.add_argument("--latencies", type=list_of(float, minimum=0), default=[0.0, 50.0])
+    parser = CliParser(prog="python benchmarks/pre_ping_cost.py", description=__doc__)
+    parser.add_argument("--latencies", type=list_of(float), default=[0.0, 50.0])
     parser.add_argument("--samples", type=int, default=31)
     args = parser.parse_args(argv)
     with EmbeddedPostgres() as url:

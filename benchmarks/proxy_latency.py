@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import psycopg
 
 from gateway_sim.pool_monitor import percentile
-from harness.cli import _Parser
-from harness.commands.arglists import list_of
+from gateway_sim.settings import list_type
+from harness.cli import CliParser
+from harness.settings import SETTINGS
 from harness.sut.latency_proxy import LatencyProxy, time_round_trips
 from harness.sut.postgres import EmbeddedPostgres, ProviderError
 
@@ -65,8 +66,8 @@ def render(rows: Sequence[dict[str, float]], round_trips: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="benchmarks/proxy_latency.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latencies", type=list_of(float, minimum=0), default=[0.0, 5.0, 20.0, 50.0])
+    parser = CliParser(prog="benchmarks/proxy_latency.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latencies", type=list_type(SETTINGS["db_latency_ms"]), default=[0.0, 5.0, 20.0, 50.0])
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="± jitter at every row (default 0)")
     parser.add_argument("--round-trips", type=int, default=100, help="round trips per row (default 100)")
     args = parser.parse_args(argv)

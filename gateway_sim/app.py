@@ -1,17 +1,14 @@
-"""The aiohttp MCP gateway: SSE and Streamable HTTP transports, health, metrics and admin routes."""
+"""The aiohttp MCP gateway: SSE and Streamable HTTP transports, health and metrics; the admin sub-application
+is mounted from :mod:`gateway_sim.admin`."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
-import json
 import logging
-import math
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -20,31 +17,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway_sim import mcp
 from gateway_sim import store as st
-from gateway_sim.allocator import heap_stats
+from gateway_sim.admin import create_admin_app
+from gateway_sim.appkeys import CONFIG, CYCLES, METRICS, REGISTRY, STORE, TASKS, spawn
 from gateway_sim.config import GatewayConfig
-from gateway_sim.metrics import CycleLog, GatewayMetrics, SessionEventLog
-from gateway_sim.registry_api import Registry, create_registry
-from gateway_sim.store import SessionStore
+from gateway_sim.metrics import GatewayMetrics, SessionEventLog
+from gateway_sim.registry_api import create_registry
+from gateway_sim.responses import HttpJsonRpc, json_error
 from gateway_sim.transports import SSETransport, StreamableHTTPTransport, sse_event
 
 log = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", GatewayConfig)
-STORE = web.AppKey("store", SessionStore)
-REGISTRY = web.AppKey("registry", Registry)
-METRICS = web.AppKey("metrics", GatewayMetrics)
-CYCLES = web.AppKey("cycles", CycleLog)
-TASKS = web.AppKey("tasks", set)
 
 SESSION_HEADER = "Mcp-Session-Id"
 _SESSION_ID = re.compile(r"[0-9a-f]{32}")
 MCP_PATHS = ("/sse", "/message", "/mcp")
-
-
-def json_error(status: int, message: str, code: int | None = None, request_id: Any = None) -> web.Response:
-    """An HTTP error whose body is a JSON-RPC error object."""
-    body = mcp.error_response(request_id, code if code is not None else -32000, message)
-    return web.json_response(body, status=status)
 
 
 class BadHttpLogFilter(logging.Filter):
@@ -159,31 +145,11 @@ async def content_encoding_middleware(
     return await handler(request)
 
 
-def _is_loopback(request: web.Request) -> bool:
-    try:
-        address = ipaddress.ip_address((request.remote or "").split("%")[0])
-    except ValueError:
-        return False
-    # a dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    return (mapped or address).is_loopback
-
-
-@web.middleware
-async def admin_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Admin routes answer loopback clients only."""
-    if request.path.startswith("/admin/") and not _is_loopback(request):
-        return json_error(403, "admin endpoints answer loopback clients only")
-    return await handler(request)
-
-
 # --- helpers -----------------------------------------------------------------------------------------
 async def _read_json_rpc(request: web.Request) -> mcp.Request:
     content_type = request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
     if content_type not in ("application/json", ""):
-        raise _HttpJsonRpc(
+        raise HttpJsonRpc(
             415,
             mcp.JsonRpcError(
                 mcp.INVALID_REQUEST, f"Content-Type must be application/json, got {content_type}"
@@ -193,23 +159,7 @@ async def _read_json_rpc(request: web.Request) -> mcp.Request:
     try:
         return mcp.parse_body(body)
     except mcp.JsonRpcError as exc:
-        raise _HttpJsonRpc(400, exc) from None
-
-
-class _HttpJsonRpc(Exception):
-    def __init__(self, status: int, error: mcp.JsonRpcError) -> None:
-        super().__init__(error.message)
-        self.status = status
-        self.error = error
-
-    def response(self) -> web.Response:
-        return web.json_response(self.error.response(), status=self.status)
-
-
-def _spawn(app: web.Application, coro: Awaitable[None]) -> None:
-    task = asyncio.ensure_future(coro)
-    app[TASKS].add(task)
-    task.add_done_callback(app[TASKS].discard)
+        raise HttpJsonRpc(400, exc) from None
 
 
 # --- SSE transport -----------------------------------------------------------------------------------
@@ -251,9 +201,9 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
 
 def _session_id_param(value: str | None) -> str:
     if not value:
-        raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "missing session id"))
+        raise HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "missing session id"))
     if not _SESSION_ID.fullmatch(value):
-        raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "malformed session id"))
+        raise HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_REQUEST, "malformed session id"))
     return value
 
 
@@ -265,7 +215,7 @@ async def message_handler(request: web.Request) -> web.StreamResponse:
         if transport is None or transport.kind != "sse":
             return json_error(404, f"unknown session {session_id}")
         rpc = await _read_json_rpc(request)
-    except _HttpJsonRpc as exc:
+    except HttpJsonRpc as exc:
         return exc.response()
 
     async def answer() -> None:
@@ -276,7 +226,7 @@ async def message_handler(request: web.Request) -> web.StreamResponse:
             except ConnectionError:
                 log.info("session %s left before its answer", session_id)
 
-    _spawn(request.app, answer())
+    spawn(request.app, answer())
     return web.json_response({"status": "accepted"}, status=202)
 
 
@@ -292,7 +242,7 @@ async def mcp_post_handler(request: web.Request) -> web.StreamResponse:
             if transport is None or transport.kind != "streamable_http":
                 return json_error(404, f"unknown session {session_id}")
         rpc = await _read_json_rpc(request)
-    except _HttpJsonRpc as exc:
+    except HttpJsonRpc as exc:
         return exc.response()
     headers: dict[str, str] = {}
     if header is None:
@@ -319,7 +269,7 @@ async def mcp_delete_handler(request: web.Request) -> web.StreamResponse:
     """``DELETE /mcp``: end the session named in ``Mcp-Session-Id``."""
     try:
         session_id = _session_id_param(request.headers.get(SESSION_HEADER))
-    except _HttpJsonRpc as exc:
+    except HttpJsonRpc as exc:
         return exc.response()
     registry = request.app[REGISTRY]
     transport = registry.get(session_id)
@@ -357,173 +307,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(
         body=generate_latest(app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
-
-
-def _int_query(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _HttpJsonRpc(400, mcp.JsonRpcError(mcp.INVALID_PARAMS, f"{name} must be an integer")) from None
-
-
-async def admin_cycles(request: web.Request) -> web.Response:
-    """Recent cycle records (``?since=N`` for those after cycle N), pool gauges and accounting."""
-    app = request.app
-    try:
-        since = _int_query(request, "since", 0)
-        limit = _int_query(request, "limit", 1000)
-    except _HttpJsonRpc as exc:
-        return exc.response()
-    cycles = app[CYCLES].since(since)[-max(0, limit) :] if limit > 0 else []
-    registry = app[REGISTRY]
-    config = app[CONFIG]
-    return web.json_response(
-        {
-            "worker": config.worker_id,
-            "pid": os.getpid(),
-            "cycles_total": app[CYCLES].total,
-            "cycles": [c.as_dict() for c in cycles],
-            "pool": registry.monitor.snapshot().as_dict(),
-            "sessions": registry.accounting(),
-            "config": {
-                "max_concurrent": config.registry.max_concurrent,
-                "batch_size": config.registry.batch_size,
-                "cleanup_interval": config.registry.cleanup_interval,
-                "session_ttl": config.registry.session_ttl,
-                "pool_size": config.store.pool_size,
-                "max_overflow": config.store.max_overflow,
-                "pool_timeout": config.store.pool_timeout,
-                "sse_keepalive": config.sse_keepalive,
-                "malloc_mmap_threshold": config.malloc_mmap_threshold,
-                **registry.describe(),
-            },
-        }
-    )
-
-
-async def admin_db(request: web.Request) -> web.Response:
-    """``pg_stat_activity`` of the gateways by state, and the server's ``max_connections``."""
-    return web.json_response(await request.app[STORE].run(st.db_activity))
-
-
-async def admin_sessions(request: web.Request) -> web.Response:
-    """The ids of the sessions this process holds, by transport, with the accounting."""
-    registry = request.app[REGISTRY]
-    by_transport: dict[str, list[str]] = {}
-    for session_id, transport in registry.sessions.items():
-        by_transport.setdefault(transport.kind, []).append(session_id)
-    return web.json_response({"worker": request.app[CONFIG].worker_id, "sessions": by_transport,
-                              "accounting": registry.accounting()})
-
-
-async def admin_cleanup(request: web.Request) -> web.Response:
-    """Run one cleanup cycle now and return its record."""
-    record = await request.app[REGISTRY].run_cleanup_cycle()
-    return web.json_response(record.as_dict())
-
-
-def _process_stats(app: web.Application) -> dict[str, Any]:
-    """This process's resident memory (and the C allocator's bytes in use vs kept free), open file descriptors,
-    asyncio tasks and pooled connections."""
-    rss_bytes: int | None = None
-    open_fds: int | None = None
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            rss_bytes = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        open_fds = len(os.listdir("/proc/self/fd"))
-    except (OSError, ValueError, IndexError):  # no /proc on this platform
-        pass
-    registry = app[REGISTRY]
-    pool = registry.monitor.pool
-    return {
-        "pid": os.getpid(),
-        "rss_bytes": rss_bytes,
-        "open_fds": open_fds,
-        "asyncio_tasks": len(asyncio.all_tasks()),
-        "pool_connections": pool.checkedin() + pool.checkedout(),  # type: ignore[attr-defined]
-        "sessions_active": len(registry.sessions),
-        "sessions_persistent": sum(1 for t in registry.sessions.values() if t.persistent),
-        **(heap_stats() or {"malloc_in_use_bytes": None, "malloc_free_bytes": None}),
-        "malloc_mmap_threshold": app[CONFIG].malloc_mmap_threshold,
-    }
-
-
-async def admin_process(request: web.Request) -> web.Response:
-    """Resource use of this worker: RSS, open fds, asyncio tasks, pooled connections, sessions."""
-    return web.json_response({"worker": request.app[CONFIG].worker_id, **_process_stats(request.app)})
-
-
-MAX_HOLD_SECONDS = 3600.0
-
-
-async def admin_hold_connections(request: web.Request) -> web.Response:
-    """The pool-exhaust fault: ``{"seconds": 5, "connections": N}`` checks N pooled connections out (default:
-    the pool's limit) and keeps them idle for that long, so other work waits for the pool or times out."""
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except (ValueError, RecursionError):
-        return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
-    registry = request.app[REGISTRY]
-    limit = registry.monitor.limit
-    if not isinstance(body, dict) or set(body) - {"seconds", "connections"}:
-        return json_error(400, "expected an object with seconds and optionally connections", mcp.INVALID_PARAMS)
-    seconds = _finite_number(body.get("seconds"))
-    if seconds is None or not 0 < seconds <= MAX_HOLD_SECONDS:
-        return json_error(400, f"seconds must be a number in (0, {MAX_HOLD_SECONDS:g}]", mcp.INVALID_PARAMS)
-    count = body.get("connections", limit)
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
-        return json_error(400, f"connections must be an integer in [1, {limit}]", mcp.INVALID_PARAMS)
-
-    async def hold() -> None:
-        held = await registry.hold_connections(count, seconds)
-        log.warning("held %d of %d pooled connections for %.1f s", held, count, seconds)
-
-    _spawn(request.app, hold())
-    return web.json_response({"holding": count, "seconds": seconds}, status=202)
-
-
-async def admin_latency_get(request: web.Request) -> web.Response:
-    """The injected refresh latency/jitter/error rate in force."""
-    return web.json_response(await request.app[STORE].run(st.get_fault_knobs))
-
-
-def _finite_number(value: Any) -> float | None:
-    """``value`` as a finite float; None for anything else (bools, strings, NaN, ±Infinity, 1e999)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond the float range
-        return None
-    return number if math.isfinite(number) else None
-
-
-async def admin_latency_post(request: web.Request) -> web.Response:
-    """Change the injected latency live: ``{"latency_ms": 80, "jitter_ms": 5, "error_rate": 0}``."""
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except (ValueError, RecursionError):
-        return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
-    if not isinstance(body, dict) or set(body) - {"latency_ms", "jitter_ms", "error_rate"}:
-        return json_error(
-            400, "expected an object with latency_ms, jitter_ms and/or error_rate", mcp.INVALID_PARAMS
-        )
-    values: dict[str, float | None] = {}
-    for name in ("latency_ms", "jitter_ms", "error_rate"):
-        value = body.get(name)
-        values[name] = None if value is None else _finite_number(value)
-        if value is not None and values[name] is None:
-            return json_error(400, f"{name} must be a finite number", mcp.INVALID_PARAMS)
-    try:
-        knobs = await request.app[STORE].run(
-            st.set_fault_knobs, values["latency_ms"], values["jitter_ms"], values["error_rate"]
-        )
-    except ValueError as exc:
-        return json_error(400, str(exc), mcp.INVALID_PARAMS)
-    return web.json_response(knobs)
 
 
 # --- app factory ----------------------------------------------------------------------------------------
@@ -569,7 +352,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     """Build the gateway application; resources start and stop with the app."""
     app = web.Application(
         client_max_size=config.max_body_bytes,
-        middlewares=[error_middleware, admin_middleware, auth_middleware, content_encoding_middleware],
+        middlewares=[error_middleware, auth_middleware, content_encoding_middleware],
     )
     app[CONFIG] = config
     app[TASKS] = set()
@@ -585,12 +368,5 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     if config.admin_enabled:
-        app.router.add_get("/admin/cycles", admin_cycles)
-        app.router.add_post("/admin/cleanup", admin_cleanup)
-        app.router.add_get("/admin/db", admin_db)
-        app.router.add_get("/admin/sessions", admin_sessions)
-        app.router.add_get("/admin/latency", admin_latency_get)
-        app.router.add_post("/admin/latency", admin_latency_post)
-        app.router.add_get("/admin/process", admin_process)
-        app.router.add_post("/admin/hold-connections", admin_hold_connections)
+        app.add_subapp("/admin/", create_admin_app())
     return app

@@ -18,9 +18,10 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from gateway_sim.config import GatewayConfig, validate_registry_name
+from gateway_sim.config import GatewayConfig
 from gateway_sim.metrics import CycleLog, CycleRecord
 from gateway_sim.pool_monitor import PoolMonitor
+from gateway_sim.settings import validate_registry_name
 from gateway_sim.store import SessionStore
 from gateway_sim.transports import Transport
 

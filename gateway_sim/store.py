@@ -43,6 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from gateway_sim.config import StoreConfig
 from gateway_sim.pool_monitor import PoolMonitor
+from gateway_sim.settings import APPLICATION_PREFIX
 
 T = TypeVar("T")
 
@@ -273,8 +274,9 @@ def all_session_ids(session: Executor) -> set[str]:
     return set(session.scalars(select(SessionRow.session_id)))
 
 
-def db_activity(session: Executor, application_prefix: str = "mcp-gateway-sim") -> dict[str, object]:
-    """Connections in ``pg_stat_activity`` by state for our application_name, and ``max_connections``."""
+def db_activity(session: Executor, application_prefix: str = APPLICATION_PREFIX) -> dict[str, Any]:
+    """Connections in ``pg_stat_activity`` by state for our application_name, and ``max_connections``: the one
+    ``pg_stat_activity`` query, for the gateway's ``/admin/db``, the harness's sampler and the bench."""
     rows = session.execute(
         text(
             "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"

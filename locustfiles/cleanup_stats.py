@@ -9,9 +9,7 @@ The latest ``pool`` block and ``/admin/db`` of each gateway are kept for the "DB
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +17,7 @@ import gevent
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
+from gateway_sim.admin_client import AdminClient
 from locustfiles.cycle_events import cycle_events
 from locustfiles.gateway_view import GatewayView
 
@@ -32,12 +31,6 @@ CYCLES_TIMEOUT = 15.0
 DB_TIMEOUT = 3.0
 
 
-def fetch_json(url: str, timeout: float = CYCLES_TIMEOUT) -> Any:
-    """GET a JSON document (cooperative under gevent's monkey patching)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.load(response)
-
-
 class CyclePoller:
     """Polls gateways' ``/admin/cycles`` and turns new cycles into request events."""
 
@@ -45,12 +38,13 @@ class CyclePoller:
         self,
         environment: Environment,
         urls: Callable[[], Sequence[str]],
-        fetch: Callable[..., Any] = fetch_json,
+        client: Callable[[str], AdminClient] = lambda url: AdminClient(url, timeout=CYCLES_TIMEOUT),
         interval: float = POLL_INTERVAL,
     ) -> None:
         self.environment = environment
         self.urls = urls
-        self.fetch = fetch
+        self.client = client
+        self._clients: dict[str, AdminClient] = {}
         self.interval = interval
         self.views: dict[str, GatewayView] = {}
         self._polls = 0
@@ -80,21 +74,27 @@ class CyclePoller:
                 # Needs a connection from the very pool under test: short timeout, and never in the
                 # way of the cycle events.
                 try:
-                    view.db = self.fetch(f"{url}/admin/db", DB_TIMEOUT)
+                    view.db = self._client(url).db(timeout=DB_TIMEOUT)
                     view.db_error = None
                 except (OSError, ValueError) as exc:
                     view.db_error = str(exc) or type(exc).__name__
 
+    def _client(self, url: str) -> AdminClient:
+        if url not in self._clients:
+            self._clients[url] = self.client(url)
+        return self._clients[url]
+
     def _poll(self, view: GatewayView) -> None:
+        client = self._client(view.url)
         if view.since is None:
             # First contact: start after the cycles that ran before we looked.
-            payload = self.fetch(f"{view.url}/admin/cycles?limit=1")
+            payload = client.cycles(limit=1)
             view.since = int(payload["cycles_total"])
         else:
-            payload = self.fetch(f"{view.url}/admin/cycles?since={view.since}")
+            payload = client.cycles(since=view.since)
             if int(payload["cycles_total"]) < view.since:  # the gateway restarted
                 view.since = 0
-                payload = self.fetch(f"{view.url}/admin/cycles?since=0")
+                payload = client.cycles(since=0)
             recording = self.recording()
             for record in payload["cycles"]:
                 if recording:

@@ -1,7 +1,7 @@
-"""The locustfile's own command-line options and their validated form (:class:`LoadSettings`).
+"""The locustfile's own command-line options, from the settings table, and their validated form.
 
-Options stay strings or floats in Locust's ``parsed_options`` because the web UI's start form converts a
-changed value with the type of the current one; :meth:`LoadSettings.from_options` parses and checks them.
+Options stay strings in Locust's ``parsed_options`` because the web UI's start form converts a changed value
+with the type of the current one; :meth:`LoadSettings.from_options` converts and checks them with the rows.
 """
 
 from __future__ import annotations
@@ -9,19 +9,37 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+
+from harness.settings import LOCUSTFILE_KNOBS, SETTINGS, gateway_urls, rows, session_lifetime
+
+WEB_UI_HIDDEN = ("client_session_log",)
+"""Options a person never sets in the start form."""
+
+
+def _value(options: Any, name: str) -> Any:
+    """An option converted and checked with its row; the row's default when it is not set."""
+    row = SETTINGS[name]
+    raw = getattr(options, name, None)
+    if raw is None or raw == "":
+        return row.default_value()
+    try:
+        value = row.type(str(raw))
+    except (TypeError, ValueError):
+        raise ValueError(f"{row.flag} must be a {row.type.__name__}, got {raw!r}") from None
+    row.check(value)
+    return value
 
 
 @dataclass(frozen=True)
 class LoadSettings:
     """What a session user needs to know, validated."""
 
-    lifetime_min: float = 5.0
-    lifetime_max: float = 30.0
-    abrupt_ratio: float = 0.1
-    abandon_ratio: float = 0.1
-    transport_mix: float = 0.8
-    calls_per_session: int = 3
+    lifetime_min: float = session_lifetime(SETTINGS["session_lifetime"].default)[0]
+    lifetime_max: float = session_lifetime(SETTINGS["session_lifetime"].default)[1]
+    abrupt_ratio: float = SETTINGS["abrupt_ratio"].default
+    abandon_ratio: float = SETTINGS["abandon_ratio"].default
+    transport_mix: float = SETTINGS["transport_mix"].default
+    calls_per_session: int = SETTINGS["calls_per_session"].default
     gateway_urls: tuple[str, ...] = ()
     auth_token: str | None = None
     session_log: str | None = None
@@ -29,20 +47,20 @@ class LoadSettings:
     @classmethod
     def from_options(cls, options: Any, host: str | None = None) -> LoadSettings:
         """Build from Locust's ``parsed_options``; raises ValueError with a one-line reason."""
-        lo, hi = parse_lifetime(str(getattr(options, "session_lifetime", "5-30")))
-        urls = parse_gateway_urls(str(getattr(options, "gateway_urls", "") or ""))
+        lo, hi = session_lifetime(str(_value(options, "session_lifetime")))
+        urls = gateway_urls(str(getattr(options, "gateway_urls", "") or ""))
         if not urls and host:
-            urls = parse_gateway_urls(host)
+            urls = gateway_urls(host)
         return cls(
             lifetime_min=lo,
             lifetime_max=hi,
-            abrupt_ratio=parse_ratio("abrupt-ratio", getattr(options, "abrupt_ratio", 0.1)),
-            abandon_ratio=parse_ratio("abandon-ratio", getattr(options, "abandon_ratio", 0.1)),
-            transport_mix=parse_ratio("transport-mix", getattr(options, "transport_mix", 0.8)),
-            calls_per_session=parse_calls(getattr(options, "calls_per_session", 3)),
+            abrupt_ratio=_value(options, "abrupt_ratio"),
+            abandon_ratio=_value(options, "abandon_ratio"),
+            transport_mix=_value(options, "transport_mix"),
+            calls_per_session=_value(options, "calls_per_session"),
             gateway_urls=urls,
             auth_token=(getattr(options, "auth_token", "") or None),
-            session_log=(getattr(options, "session_log", "") or None),
+            session_log=(getattr(options, "client_session_log", "") or None),
         )
 
     @property
@@ -51,60 +69,12 @@ class LoadSettings:
         return {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else {}
 
 
-def parse_lifetime(text: str) -> tuple[float, float]:
-    """``"5-30"`` → (5.0, 30.0); ``"10"`` → (10.0, 10.0)."""
-    lo_text, sep, hi_text = text.strip().partition("-")
-    try:
-        lo = float(lo_text)
-        hi = float(hi_text) if sep else lo
-    except ValueError:
-        raise ValueError(f"--session-lifetime must look like 5-30 (seconds), got {text!r}") from None
-    if lo <= 0 or hi < lo:
-        raise ValueError(f"--session-lifetime needs 0 < MIN <= MAX, got {text!r}")
-    return lo, hi
-
-
-def parse_calls(value: Any) -> int:
-    """MCP calls per session after initialize: a whole number from 0 to 100."""
-    try:
-        calls = int(str(value))
-    except ValueError:
-        raise ValueError(f"--calls-per-session must be a whole number, got {value!r}") from None
-    if not 0 <= calls <= 100:
-        raise ValueError(f"--calls-per-session must be between 0 and 100, got {value!r}")
-    return calls
-
-
-def parse_ratio(name: str, value: Any) -> float:
-    """A share between 0 and 1."""
-    try:
-        ratio = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"--{name} must be a number between 0 and 1, got {value!r}") from None
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"--{name} must be between 0 and 1, got {value!r}")
-    return ratio
-
-
-def parse_gateway_urls(text: str) -> tuple[str, ...]:
-    """``"http://a:1,http://b:2"`` → base URLs without a trailing slash."""
-    urls: list[str] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        parts = urlsplit(item)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"--gateway-urls needs http(s)://HOST:PORT URLs, got {item!r}")
-        urls.append(item.rstrip("/"))
-    return tuple(urls)
-
-
-def _checked(parse: Any) -> Any:
-    """An argparse ``type`` that validates with ``parse`` but keeps the value a string."""
+def _checked(name: str) -> Any:
+    """An argparse ``type`` that validates with the row but keeps the value a string (for the web UI)."""
 
     def check(text: str) -> str:
         try:
-            parse(text)
+            _value(argparse.Namespace(**{name: text}), name)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
         return text
@@ -112,55 +82,16 @@ def _checked(parse: Any) -> Any:
     return check
 
 
-RATIO_OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("abrupt-ratio", "0.1", "share of SSE sessions that end by dropping the socket mid-stream (default 0.1)"),
-    ("abandon-ratio", "0.1", "share of Streamable HTTP sessions left without DELETE, for the TTL sweep (default 0.1)"),
-    ("transport-mix", "0.8", "share of users on SSE; the rest use Streamable HTTP (default 0.8)"),
-)
-
-
 def add_arguments(parser: Any) -> None:
     """Register the options on Locust's parser; the runtime knobs appear in the web UI's start form."""
-    group = parser  # Locust's parser; its argument groups lack include_in_web_ui
-    group.add_argument(
-        "--session-lifetime",
-        type=_checked(parse_lifetime),
-        default="5-30",
-        include_in_web_ui=True,
-        help="seconds a session is held, MIN-MAX drawn uniformly (default 5-30)",
-    )
-    for name, default, help_text in RATIO_OPTIONS:
-        group.add_argument(
-            f"--{name}",
-            type=_checked(lambda v, name=name: parse_ratio(name, v)),
-            default=default,
-            include_in_web_ui=True,
-            help=help_text,
+    for row in rows(LOCUSTFILE_KNOBS):
+        default = row.default_value()
+        parser.add_argument(
+            row.flag,
+            dest=row.name,
+            type=_checked(row.name),
+            default="" if default is None else str(default),
+            include_in_web_ui=row.name not in WEB_UI_HIDDEN,
+            is_secret=row.name == "auth_token",
+            help=row.help_text(default),
         )
-    group.add_argument(
-        "--calls-per-session",
-        type=_checked(parse_calls),
-        default="3",
-        include_in_web_ui=True,
-        help="tools/list, tools/call and ping calls each session makes after initialize (default 3)",
-    )
-    group.add_argument(
-        "--gateway-urls",
-        type=_checked(parse_gateway_urls),
-        default="",
-        include_in_web_ui=True,
-        help="comma-separated gateway worker URLs; each new session picks the next (default: --host)",
-    )
-    group.add_argument(
-        "--auth-token",
-        default="",
-        include_in_web_ui=True,
-        is_secret=True,
-        help="send 'Authorization: Bearer TOKEN' on MCP requests",
-    )
-    group.add_argument(
-        "--session-log",
-        default="",
-        include_in_web_ui=False,
-        help="append one JSON line per ended session (client side) to this file",
-    )

@@ -26,6 +26,34 @@ class SSEEvent:
     data: str
 
 
+class SSEParser:
+    """The server-sent event line grammar, fed one line at a time (pure; the one parser the load and the tests
+    share). :meth:`feed` returns an event when a blank line completes one; comments and empty events are skipped."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: bytes | str) -> SSEEvent | None:
+        """Take one line (with or without its line ending)."""
+        text = (line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line).rstrip("\r\n")
+        if not text:
+            if not (self._event or self._data):
+                return None
+            event = SSEEvent(self._event or "message", "\n".join(self._data))
+            self._event, self._data = "", []
+            return event
+        if text.startswith(":"):
+            return None
+        field, _, value = text.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            self._event = value
+        elif field == "data":
+            self._data.append(value)
+        return None
+
+
 class SSEStream:
     """An open ``GET /sse`` response, read one event at a time."""
 
@@ -42,27 +70,16 @@ class SSEStream:
 
     def next_event(self) -> SSEEvent:
         """Block (cooperatively) until the next complete event; comments and blank lines are skipped."""
-        event = ""
-        data: list[str] = []
+        parser = SSEParser()
         while True:
             if self._raw is None:
                 raise StreamClosed("stream closed")
             line = self._raw.readline(b"\n")
             if not line:
                 raise StreamClosed("server ended the stream")
-            text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-            if not text:
-                if event or data:
-                    return SSEEvent(event or "message", "\n".join(data))
-                continue
-            if text.startswith(":"):
-                continue
-            field, _, value = text.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
+            event = parser.feed(line)
+            if event is not None:
+                return event
 
     def close(self, abrupt: bool = False) -> None:
         """Close the connection: ``abrupt`` resets it (RST, unread data dropped), else an orderly FIN.

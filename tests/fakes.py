@@ -24,6 +24,7 @@ class FakeStore:
         self.inflight = 0
         self.inflight_peak = 0
         self.refresh_calls = 0
+        self.chunks: list[int] = []
 
     @property
     def executor_threads(self) -> int | None:
@@ -58,6 +59,7 @@ class FakeStore:
             self.inflight -= 1
 
     async def refresh_many(self, session_ids: Sequence[str]) -> set[str]:
+        self.chunks.append(len(session_ids))
         await asyncio.sleep(self.delay)
         if self.failing & set(session_ids):
             raise ConnectionError("transient database error")

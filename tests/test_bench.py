@@ -6,6 +6,7 @@ import pytest
 
 from harness.capacity.bench import BenchPoint, measure_point, points_from_args
 from harness.cli import build_parser, main
+from tests.golden_keys import golden, json_paths
 
 ROW_KEYS = {"strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "measured_ms", "model_ms",
             "model_ratio", "c_eff", "binding", "skipped"}
@@ -30,6 +31,20 @@ def test_bench_cli_writes_rows_and_skips_hopeless_sequential(tmp_path, pg_url, c
     assert 0.5 < bounded["model_ratio"] < 5
     assert by["batched"]["measured_ms"] < bounded["measured_ms"]
     assert "measured vs model" in capsys.readouterr().out
+    assert golden("bench_json") - json_paths(out) == set()  # every pinned key of the bench JSON is still there
+
+
+def test_skipped_rows_respect_max_connections(tmp_path, capsys) -> None:
+    """A skipped row reports what ``harness model`` says for the same knobs (the server's max_connections)."""
+    out = tmp_path / "bench.json"
+    knobs = ["--sessions", "100000", "--strategy", "bounded", "--max-concurrent", "50", "--pool-size", "40",
+             "--max-connections", "20", "--db-latency-ms", "50"]
+    assert main(["bench", *knobs, "--max-seconds", "1", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())["rows"]
+    assert main(["model", *knobs, "--json"]) == 0
+    model = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["skipped"] is True
+    assert (row["c_eff"], row["binding"]) == (model["c_eff"], model["binding"]) == (17, "max_connections")
 
 
 async def test_thread_driver_point_names_the_executor(pg_url) -> None:

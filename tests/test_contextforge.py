@@ -51,7 +51,7 @@ def test_a_short_run_on_the_real_registry(cf_run, cf_env) -> None:
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     cleanup, sessions, locust = summary["cleanup"], summary["sessions"], summary["locust"]
-    assert summary["config"]["registry"] == "contextforge"
+    assert summary["config"]["registry_name"] == "contextforge"
     assert summary["config"]["strategy"] == "bounded" and summary["config"]["driver"] == "thread"
     assert summary["versions"][cfe.PACKAGE] == cf_env.version
     assert json.loads((out / "manifest.json").read_text())["versions"][cfe.PACKAGE] == cf_env.version
@@ -109,7 +109,7 @@ def test_crossing_registries_applies_sim_knobs_to_sim_points_only() -> None:
 
     args = build_parser().parse_args(["bench", "--registry", "sim,contextforge", "--strategy", "bounded,batched",
                                       "--driver", "async", "--sessions", "10"])
-    points = {(p.registry, p.strategy, p.driver) for p in points_from_args(args)}
+    points = {(p.registry_name, p.strategy, p.driver) for p in points_from_args(args)}
     assert points == {("sim", "bounded", "async"), ("sim", "batched", "async"), ("contextforge", "bounded", "thread")}
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.faults.injectors import FaultSpec, fault_summary, parse_fault
+from harness.faults.spec import FaultSpec, parse_fault
+from harness.faults.summary import fault_summary
+from tests.golden_keys import golden, json_paths
 from tests.test_cleanup_live import _open_sse
 from tests.test_faults_gateway import _get, _wait_cycles
 from tests.test_run_e2e import SHORT_RUN
@@ -71,7 +73,7 @@ def test_kill_window_reaches_the_first_cycle_after_it() -> None:
                "refresh_errors": 2 if n == 11 else 0, "removed_missing": 0, "error": None} for n in range(8, 15)]
     started_at = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     events = [{"t": 10.5, "kind": "fault", "fault": "kill-backends@1", "phase": "start", "terminated": 3}]
-    entry = fault_summary([parse_fault("kill-backends@1")], events, cycles, started_at)[0]
+    entry = fault_summary([parse_fault("kill-backends@1")], events, cycles, started_at)[0].to_json()
     assert entry["cycles_during"] == 1 and entry["refresh_errors_during"] == 2  # cycle 11 met the dead connections
     assert entry["recovery_cycles"] == [{"worker": "0", "cycle": 12, "refresh_errors": 0, "error": None}]
     assert entry["recovered"] and entry["detail"] == {"terminated": 3}
@@ -86,7 +88,7 @@ def test_recovery_cycle_skips_cycles_inside_another_faults_window() -> None:
     events = [{"t": 10.5, "kind": "fault", "fault": "kill-backends@1", "phase": "start"},
               {"t": 11.9, "kind": "fault", "fault": "error-rate=0.5@2:1", "phase": "start"},
               {"t": 12.5, "kind": "fault", "fault": "error-rate=0.5@2:1", "phase": "end"}]
-    kill, errors = fault_summary(specs, events, cycles, started_at)
+    kill, errors = (f.to_json() for f in fault_summary(specs, events, cycles, started_at))
     # cycle 12 lies in the error-rate window: the kill's recovery is judged on cycle 13
     assert kill["recovery_cycles"] == [{"worker": "0", "cycle": 13, "refresh_errors": 0, "error": None}]
     assert kill["recovered"]
@@ -148,6 +150,7 @@ def test_run_with_every_fault(tmp_path: Path) -> None:
         args += ["--fault", spec]
     assert main(["run", *args]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert {k for k in golden("summary") if k.startswith("faults")} - json_paths(out / "summary.json") == set()
     entries = {e["spec"]: e for e in summary["faults"]}
     assert list(entries) == faults
     for spec, entry in entries.items():

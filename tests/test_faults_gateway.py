@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from harness.faults import injectors as faults
+from harness.faults.spec import parse_fault
+from harness.faults.summary import fault_summary
 from harness.sut.dbsync import sync_session
 from tests.test_cleanup_live import _open_sse
 
@@ -66,7 +68,7 @@ def _run_fault(gw_url: str, spec: str, target: faults.FaultTarget,
     try:
         _wait_cycles(gw_url, 2)
         timeline = Timeline(on_start)
-        scheduler = faults.FaultScheduler([faults.parse_fault(spec)])
+        scheduler = faults.FaultScheduler([parse_fault(spec)])
         scheduler.begin(target, timeline.mark)
         spec_ = scheduler.specs[0]
         if spec_.end is None:
@@ -76,8 +78,8 @@ def _run_fault(gw_url: str, spec: str, target: faults.FaultTarget,
         assert not scheduler.failures
         _wait_cycles(gw_url, 3)
         payload = _get(f"{gw_url}/admin/cycles")
-        summary = faults.fault_summary(scheduler.specs, timeline.events, payload["cycles"], timeline.started_at)
-        return summary[0], payload
+        summary = fault_summary(scheduler.specs, timeline.events, payload["cycles"], timeline.started_at)
+        return summary[0].to_json(), payload
     finally:
         for sock in socks:
             sock.close()

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from gateway_sim import app as gateway_app
 from gateway_sim import mcp
 from harness.sut.gateway_proc import GatewayProcess
+from locustfiles.sse import SSEParser
 
 SHORT_EXAMPLES, FULL_EXAMPLES = 100, 1000
 EXAMPLES_ENV = "GATEWAY_FUZZ_EXAMPLES"
@@ -368,8 +369,10 @@ class StreamDrain:
 
     async def _read(self) -> None:
         assert self.response is not None
+        parser = SSEParser()
         async for line in self.response.content:
-            if line.startswith(b"event: message"):
+            event = parser.feed(line)
+            if event is not None and event.event == "message":
                 self.answers += 1
 
     async def wait_for(self, answers: int, timeout: float = 10.0) -> None:

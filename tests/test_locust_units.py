@@ -16,10 +16,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.settings import gateway_urls as parse_gateway_urls
+from harness.settings import session_lifetime as parse_lifetime
 from locustfiles.cycle_events import REQUEST_TYPE, CleanupFailure, cycle_events
 from locustfiles.gateway_view import GatewayView, pool_row
 from locustfiles.jsonrpc import Call, check_answer, echo, initialize
-from locustfiles.options import LoadSettings, parse_gateway_urls, parse_lifetime, parse_ratio
+from locustfiles.options import LoadSettings, add_arguments
 from locustfiles.session_log import SessionLog
 
 # A /admin/cycles answer as the gateway serves it (two cycles, the second with refresh errors).
@@ -112,11 +114,16 @@ def test_bad_lifetime_is_a_one_line_error(text: str) -> None:
         parse_lifetime(text)
 
 
+def _options(**values: str) -> SimpleNamespace:
+    return SimpleNamespace(**{"session_lifetime": "5-30", "gateway_urls": "", "auth_token": "",
+                              "client_session_log": "", **values})
+
+
 def test_ratios_and_urls_are_checked() -> None:
-    assert parse_ratio("abrupt-ratio", "0.3") == 0.3
-    for bad in ("1.5", "-0.1", "x", None):
+    assert LoadSettings.from_options(_options(abrupt_ratio="0.3")).abrupt_ratio == 0.3
+    for bad in ("1.5", "-0.1", "x"):
         with pytest.raises(ValueError, match="--abrupt-ratio"):
-            parse_ratio("abrupt-ratio", bad)
+            LoadSettings.from_options(_options(abrupt_ratio=bad))
     assert parse_gateway_urls("http://a:1/, http://b:2") == ("http://a:1", "http://b:2")
     with pytest.raises(ValueError, match="--gateway-urls"):
         parse_gateway_urls("a:1")
@@ -130,7 +137,7 @@ def test_settings_fall_back_to_the_host() -> None:
         transport_mix="1",
         gateway_urls="",
         auth_token="s3cret",
-        session_log="",
+        client_session_log="",
     )
     settings = LoadSettings.from_options(options, host="http://127.0.0.1:8000/")
     assert settings.gateway_urls == ("http://127.0.0.1:8000",)
@@ -202,3 +209,24 @@ def test_shapes_follow_their_plans() -> None:
     falls = sum(1 for a, b in itertools.pairwise(steps) if a > 0 > b)
     assert falls == 3  # three waves: each rise turns into a fall
     assert ticks["wave"][-1] is None
+
+
+def test_locustfile_options_come_from_the_settings_table() -> None:
+    import argparse
+
+    from harness.settings import LOCUSTFILE_KNOBS, SETTINGS
+
+    parser = argparse.ArgumentParser()
+    original = parser.add_argument
+
+    def add_argument(*names: str, include_in_web_ui: bool = True, is_secret: bool = False, **kw: object) -> object:
+        return original(*names, **kw)
+
+    parser.add_argument = add_argument  # type: ignore[method-assign]  # Locust's parser takes two more keywords
+    add_arguments(parser)
+    parsed = parser.parse_args([])
+    for name in LOCUSTFILE_KNOBS:
+        default = SETTINGS[name].default_value()
+        assert getattr(parsed, name) == ("" if default is None else str(default)), name
+    # the load side and the harness agree on every default (they are one row)
+    assert LoadSettings().abrupt_ratio == SETTINGS["abrupt_ratio"].default == 0.2

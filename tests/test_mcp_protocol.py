@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from gateway_sim import mcp
+from locustfiles.sse import SSEParser
 
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 UNKNOWN_SESSION = "0123456789abcdef" * 2
@@ -41,23 +42,15 @@ class SSEStream:
 
     async def next_event(self, timeout: float = 10.0) -> tuple[str, str]:
         """The next event as ``(event, data)``; EOFError when the stream ends."""
-        event, data = "message", []
+        parser = SSEParser()
         async with asyncio.timeout(timeout):
             while True:
                 raw = await self.response.content.readline()
                 if not raw:
                     raise EOFError("the SSE stream ended")
-                line = raw.decode().rstrip("\r\n")
-                if not line:
-                    if data:
-                        return event, "\n".join(data)
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "event":
-                    event = value
-                elif name == "data":
-                    data.append(value)
+                event = parser.feed(raw)
+                if event is not None and event.data:
+                    return event.event, event.data
 
     async def next_message(self, timeout: float = 10.0) -> dict[str, Any]:
         """The next ``event: message`` payload, skipping keepalives."""

@@ -66,4 +66,4 @@ def test_model_command_bad_argument_exits_2(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["model", "--sessions", "many", "--db-latency-ms", "30"])
     assert exc.value.code == 2
-    assert "invalid int value" in capsys.readouterr().err
+    assert "is not a valid int" in capsys.readouterr().err

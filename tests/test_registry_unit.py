@@ -64,7 +64,8 @@ async def test_batched_sends_one_call_per_chunk() -> None:
     await registry.add_sessions([SyntheticTransport() for _ in range(20)])
     record = await registry.run_cleanup_cycle()
     assert record.refreshed == 20
-    assert registry.store.refresh_calls == 0  # no single-row refreshes: chunks of 7 via refresh_many
+    assert registry.store.refresh_calls == 0  # no single-row refreshes
+    assert registry.store.chunks == [7, 7, 6]  # batch size 7: ceil(20 / 7) statements, each at most 7 ids
 
 
 async def test_phase1_removes_disconnected_and_skips_non_persistent() -> None:

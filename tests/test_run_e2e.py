@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from tests.golden_keys import csv_columns, golden, json_paths
 
 SHORT_RUN = ["--run-time", "14s", "--users", "24", "--spawn-rate", "12", "--cleanup-interval", "1",
              "--session-lifetime", "2-4", "--session-ttl", "4", "--abrupt-ratio", "0.4", "--abandon-ratio", "0.5",
@@ -46,6 +47,15 @@ def test_summary_invariants(short_run) -> None:
     assert sessions["zombie_ms"]["p50"] is not None
     assert locust["requests"] > 100
     assert locust["failure_ratio"] < 0.02
+
+
+def test_result_keys_are_pinned(short_run) -> None:
+    """No key of summary.json, and no column of cycles.csv or pool.csv, is renamed or dropped."""
+    _, out = short_run
+    run_keys = {k for k in golden("summary") if not k.startswith(("soak", "faults[]"))}  # no fault, no soak here
+    assert run_keys - json_paths(out / "summary.json") == set()
+    assert golden("cycles_csv") - csv_columns(out / "cycles.csv") == set()
+    assert golden("pool_csv") - csv_columns(out / "pool.csv") == set()
 
 
 def test_result_files(short_run) -> None:

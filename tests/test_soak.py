@@ -10,6 +10,7 @@ import pytest
 
 from harness.cli import main
 from harness.scenario.soak import soak_summary, unbalanced_samples
+from tests.golden_keys import golden, json_paths
 
 
 @pytest.mark.parametrize("duration", [
@@ -23,6 +24,7 @@ def test_soak_holds_its_invariants(tmp_path: Path, duration: str) -> None:
     summary = json.loads((out / "summary.json").read_text())
     soak = summary["soak"]
     assert code == 0, soak
+    assert {k for k in golden("summary") if k.startswith("soak")} - json_paths(out / "summary.json") == set()
     assert all(soak["checks"].values()) and soak["ok"]
     assert soak["unbalanced_samples"] == 0 and soak["accounting_samples"] >= 15
     assert soak["samples"] >= 8  # baseline, every 2 s of the load, after the drain
@@ -56,17 +58,17 @@ BALANCED = [{"sessions_created": 10, "sessions_removed": 7, "sessions_active": 3
 
 def test_soak_checks_pass_on_a_steady_gateway() -> None:
     soak = soak_summary(_samples(61, 20, 4), BALANCED, EVENTS, leaked=0)
-    assert soak["ok"] and soak["workers"]["0"]["window_s"] == 25
-    assert soak["workers"]["0"]["malloc_in_use_mb_first"] is None  # not reported: no figure, no failure
+    assert soak.ok and soak.workers["0"].window_s == 25
+    assert soak.workers["0"].malloc_in_use_mb_first is None  # not reported: no figure, no failure
 
 
 def test_soak_figures_split_malloc_in_use_from_kept_free() -> None:
     samples = _samples(61, 20, 4)
     for s in samples:
         s["malloc_in_use_bytes"], s["malloc_free_bytes"] = 16 * 2**20, int(s["t"] * 2**20 / 10)
-    figures = soak_summary(samples, BALANCED, EVENTS, leaked=0)["workers"]["0"]
-    assert figures["malloc_in_use_mb_first"] == figures["malloc_in_use_mb_last"] == 16
-    assert figures["malloc_free_mb_first"] == 1.25 and figures["malloc_free_mb_last"] == 8.75  # t 0-25, 75-100
+    figures = soak_summary(samples, BALANCED, EVENTS, leaked=0).workers["0"]
+    assert figures.malloc_in_use_mb_first == figures.malloc_in_use_mb_last == 16
+    assert figures.malloc_free_mb_first == 1.25 and figures.malloc_free_mb_last == 8.75  # t 0-25, 75-100
 
 
 @pytest.mark.parametrize("samples, pool_samples, leaked, failing", [
@@ -80,6 +82,6 @@ def test_soak_figures_split_malloc_in_use_from_kept_free() -> None:
 ])
 def test_soak_checks_catch_growth_and_leaks(samples, pool_samples, leaked, failing) -> None:
     soak = soak_summary(samples, pool_samples, EVENTS, leaked)
-    assert not soak["ok"]
-    assert [name for name, passed in soak["checks"].items() if not passed] == [failing]
+    assert not soak.ok
+    assert [name for name, passed in soak.checks.items() if not passed] == [failing]
     assert unbalanced_samples(pool_samples) == (1 if failing == "balanced_every_sample" else 0)

@@ -1,13 +1,11 @@
 """A tiny real sweep end to end on the embedded Postgres: CSV columns, report images, a skip, resume."""
 
 import csv
-import importlib.util
 import json
 import re
 
-import pytest
-
 from harness.cli import main
+from tests.golden_keys import csv_columns, golden, json_paths
 
 REQUIRED_COLUMNS = {"strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size", "max_overflow",
                     "executor_threads", "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff",
@@ -46,6 +44,8 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, db_url, capsys) -> None:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "the executor (2 threads) binds" in page and "Recommendation" in page
 
+    assert csv_columns(out / "sweep.csv") == golden("sweep_csv")  # no column renamed, dropped or added
+    assert golden("sweep_json") - json_paths(out / "sweep.json") == set()  # every pinned key is still there
     payload = json.loads((out / "sweep.json").read_text())
     assert len(payload["rows"]) == 6 and payload["recommendations"]
     assert any(r["extrapolated"] for r in payload["recommendations"])  # 10× the largest N by default
@@ -58,7 +58,6 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, db_url, capsys) -> None:
     assert (out / "points.jsonl").read_bytes() == finished
 
 
-@pytest.mark.skipif(importlib.util.find_spec("harness.scenario.run") is None, reason="harness run is not available")
 def test_run_mode_drives_a_point_with_locust(tmp_path, db_url) -> None:
     out = tmp_path / "sweep"
     assert main(["sweep", "--mode", "run", "--db-url", db_url, "--sessions", "5", "--db-latency-ms", "2",

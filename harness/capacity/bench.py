@@ -10,47 +10,40 @@ same run, runs a warm-up cycle and then ``--repeats`` measured cycles, and compa
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
 import statistics
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
-from gateway_sim.config import (
-    CONTEXTFORGE_FIXED,
-    DRIVERS,
-    SIM_DEFAULTS,
-    STRATEGIES,
-    GatewayConfig,
-    RegistryConfig,
-    StoreConfig,
-    default_executor_threads,
-    registry_name,
-)
+from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry_api import Registry, create_registry
+from gateway_sim.settings import CONTEXTFORGE_FIXED, SIM_ONLY, STRATEGIES
 from gateway_sim.transports import SyntheticTransport
-from harness.capacity.model import ModelInput, predict
-from harness.commands.arglists import list_of
+from harness.capacity.model import ModelInput, ModelResult, model_input, predict
 from harness.errors import UsageError
 from harness.scenario.calibrate import calibrate_registry
+from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS
 from harness.sut.dbsync import sync_session
-from harness.sut.postgres import provider_for
+
+
+def _default(name: str) -> Any:
+    row = SETTINGS[name]
+    return field(default_factory=row.default) if callable(row.default) else field(default=row.default)
 
 
 @dataclass(frozen=True)
 class BenchPoint:
-    """One configuration to measure."""
+    """One configuration to measure (defaults: the settings table's)."""
 
     strategy: str
     driver: str
@@ -58,22 +51,20 @@ class BenchPoint:
     max_concurrent: int
     db_latency_ms: float
     db_jitter_ms: float = 0.0
-    pool_size: int = 20
-    max_overflow: int = 10
-    pool_timeout: float = 30.0
-    executor_threads: int = field(default_factory=default_executor_threads)
-    batch_size: int = 500
-    registry: str = "sim"
+    pool_size: int = _default("pool_size")
+    max_overflow: int = _default("max_overflow")
+    pool_timeout: float = _default("pool_timeout")
+    executor_threads: int = _default("executor_threads")
+    batch_size: int = _default("batch_size")
+    registry_name: str = "sim"
 
     def model_input(self, refresh_ms: float, check_ms: float, max_connections: int,
                     reserved_connections: int) -> ModelInput:
-        return ModelInput(
-            sessions=self.sessions, refresh_ms=refresh_ms, check_ms=check_ms, strategy=self.strategy,
-            driver=self.driver, max_concurrent=self.max_concurrent,
-            executor_threads=self.executor_threads if self.driver == "thread" else None,
-            pool_size=self.pool_size, max_overflow=self.max_overflow, max_connections=max_connections,
-            reserved_connections=reserved_connections, batch_size=self.batch_size,
-        )
+        """The model's input for this point with the given costs and server limits."""
+        knobs = {k: v for k, v in asdict(self).items() if k != "registry_name"}
+        return model_input({**knobs, "reserved_connections": reserved_connections},
+                           sessions=self.sessions, refresh_ms=refresh_ms, check_ms=check_ms,
+                           max_connections=max_connections)
 
 
 @dataclass(frozen=True)
@@ -139,10 +130,25 @@ async def _check_ms(registry: Registry) -> float:
     return (time.perf_counter() - started) * 1000.0 / max(1, len(registry.sessions))
 
 
-def nominal_model_ms(point: BenchPoint, max_connections: int = 100) -> float:
-    """The model with the nominal latency (+1 ms of overhead): used to skip hopeless points unrun."""
-    inp = point.model_input(point.db_latency_ms + 1.0, 0.0, max_connections, 3)
-    return predict(inp).model_ms
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the server allows: ``max_connections`` and the connections it reserves for superusers."""
+
+    max_connections: int = 100
+    reserved_connections: int = DEFAULT_RESERVED_CONNECTIONS
+
+
+def server_limits(db_url: str) -> ServerLimits:
+    """Read the server's own limits (the model's connection budget) once."""
+    with sync_session(db_url, application_name="mcp-loadtest-bench") as session:
+        return ServerLimits(int(st.db_activity(session)["max_connections"]), _reserved_connections(session))
+
+
+def nominal(point: BenchPoint, limits: ServerLimits = ServerLimits()) -> ModelResult:
+    """The model with the nominal latency (+1 ms of overhead) and the server's limits: how long a point would
+    take before it runs (to skip hopeless ones) and what a skipped row reports."""
+    return predict(point.model_input(point.db_latency_ms + 1.0, 0.0, limits.max_connections,
+                                     limits.reserved_connections))
 
 
 def point_config(point: BenchPoint, db_url: str) -> GatewayConfig:
@@ -151,13 +157,14 @@ def point_config(point: BenchPoint, db_url: str) -> GatewayConfig:
                         max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
                         executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
     registry = RegistryConfig(strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size)
-    return GatewayConfig(store=store, registry=registry, worker_id="bench", registry_name=point.registry,
-                         loop_executor_threads=point.executor_threads if point.registry == "contextforge" else None)
+    contextforge = point.registry_name == "contextforge"
+    return GatewayConfig(store=store, registry=registry, worker_id="bench", registry_name=point.registry_name,
+                         loop_executor_threads=point.executor_threads if contextforge else None)
 
 
 async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> BenchRow:
     """Run one point on fresh tables, in this process, and return its row."""
-    with sync_session(db_url) as session:
+    with sync_session(db_url, application_name="mcp-loadtest-bench") as session:
         _drop_session_tables(session)
     registry = create_registry(point_config(point, db_url))
     try:
@@ -197,7 +204,7 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         wait_ms_p95=max(r.pool.wait_ms_p95 for r in records),
         pool_timeouts=sum(r.pool.timeouts for r in records),
         executor_queue_peak=max(r.pool.executor_queue_peak for r in records),
-        errors=sum(r.refresh_errors for r in records), registry=point.registry,
+        errors=sum(r.refresh_errors for r in records), registry=point.registry_name,
     )
 
 
@@ -208,43 +215,44 @@ def measure_in_env(point: BenchPoint, db_url: str, repeats: int, python: str) ->
                          text=True, check=False, timeout=3600)
     if out.returncode != 0:
         tail = " | ".join(out.stderr.strip().splitlines()[-2:]) or f"exit {out.returncode}"
-        raise RuntimeError(f"{point.registry} point N={point.sessions} failed: {tail}")
+        raise RuntimeError(f"{point.registry_name} point N={point.sessions} failed: {tail}")
     return BenchRow(**json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def measure(point: BenchPoint, db_url: str, repeats: int, pythons: dict[str, str] | None = None) -> BenchRow:
+def measure(point: BenchPoint, db_url: str, repeats: int, pythons: Mapping[str, str] | None = None) -> BenchRow:
     """A point measured where its registry lives: in this process, or in its environment's interpreter."""
-    python = (pythons or {}).get(point.registry)
+    python = (pythons or {}).get(point.registry_name)
     if python is not None:
         return measure_in_env(point, db_url, repeats, python)
     return asyncio.run(measure_point(point, db_url, repeats))
 
 
-def skipped_row(point: BenchPoint, model_ms: float, note: str) -> BenchRow:
-    """A row for a point not run, with the model's (nominal) prediction."""
-    result = predict(point.model_input(point.db_latency_ms + 1.0, 0.0, 100, 3))
+def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
+    """A row for a point not run, with the model's nominal prediction (:func:`nominal`)."""
     return BenchRow(
         strategy=point.strategy, driver=point.driver, sessions=point.sessions,
         max_concurrent=point.max_concurrent, db_latency_ms=point.db_latency_ms, pool_size=point.pool_size,
         max_overflow=point.max_overflow,
         executor_threads=point.executor_threads if point.driver == "thread" else None,
-        batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(model_ms, 3),
+        batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(result.model_ms, 3),
         model_ratio=None, c_eff=result.c_eff, binding=result.binding, refresh_ms=None, check_ms=None,
-        skipped=True, note=note, registry=point.registry,
+        skipped=True, note=note, registry=point.registry_name,
     )
 
 
 def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float,
-               pythons: dict[str, str] | None = None) -> list[BenchRow]:
+               pythons: Mapping[str, str] | None = None) -> list[BenchRow]:
     """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``.
 
     ``pythons`` maps a registry to the interpreter its points run in (``contextforge`` to its environment's).
     """
     rows = []
+    limits = server_limits(db_url)
     for point in points:
-        nominal = nominal_model_ms(point)
-        if nominal > max_seconds * 1000.0:
-            rows.append(skipped_row(point, nominal, f"model {nominal / 1000:.0f} s > --max-seconds {max_seconds:g}"))
+        predicted = nominal(point, limits)
+        if predicted.model_ms > max_seconds * 1000.0:
+            note = f"model {predicted.model_ms / 1000:.0f} s > --max-point-seconds {max_seconds:g}"
+            rows.append(skipped_row(point, predicted, note))
             continue
         rows.append(measure(point, db_url, repeats, pythons))
     return rows
@@ -274,10 +282,7 @@ def speedups(rows: Sequence[BenchRow]) -> list[str]:
 
 def parity(rows: Sequence[BenchRow]) -> list[str]:
     """contextforge vs sim, measured side by side at the same knobs (both bounded on threads)."""
-    sim: dict[tuple[Any, ...], BenchRow] = {}
-    for row in rows:
-        if row.registry == "sim" and row.measured_ms is not None:
-            sim[_parity_key(row)] = row
+    sim = {_parity_key(r): r for r in rows if r.registry == "sim" and r.measured_ms is not None}
     lines = []
     for row in rows:
         other = sim.get(_parity_key(row))
@@ -318,67 +323,16 @@ def render(rows: Sequence[BenchRow]) -> None:
         console.print(line)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m harness bench``."""
-    parser.add_argument("--sessions", type=list_of(int, minimum=1), default=[100, 1000],
-                        help="comma list of session counts (default 100,1000)")
-    parser.add_argument("--db-latency-ms", type=list_of(float, minimum=0), default=[20.0],
-                        help="comma list of injected refresh latencies in ms (default 20)")
-    parser.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on the latency (default 0)")
-    parser.add_argument("--max-concurrent", type=list_of(int, minimum=1), default=[20],
-                        help="comma list of semaphore bounds (default 20)")
-    parser.add_argument("--registry", type=list_of(registry_name), default=["sim"],
-                        help="comma list of registries: sim, contextforge (default sim)")
-    parser.add_argument("--strategy", type=list_of(str, choices=STRATEGIES), default=None,
-                        help="comma list of strategies (default all four; sim points only)")
-    parser.add_argument("--driver", type=list_of(str, choices=DRIVERS), default=None,
-                        help="comma list of drivers: thread, async (default async; sim points only)")
-    parser.add_argument("--pool-size", type=list_of(int, minimum=1), default=[20], help="comma list (default 20)")
-    parser.add_argument("--executor-threads", type=list_of(int, minimum=1), default=[default_executor_threads()],
-                        help=f"comma list, thread driver only (default {default_executor_threads()})")
-    parser.add_argument("--max-overflow", type=int, default=10)
-    parser.add_argument("--pool-timeout", type=float, default=30.0)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="ids per UPDATE for batched (default 500; sim points only)")
-    parser.add_argument("--repeats", type=int, default=3, help="measured cycles per point (default 3)")
-    parser.add_argument("--max-seconds", type=float, default=60.0,
-                        help="skip points whose model exceeds this many seconds per cycle (default 60)")
-    parser.add_argument("--json", type=Path, default=None, help="write {\"rows\": [...]} to this file")
-    parser.add_argument("--db", default=None, help="embedded (default) | docker | a postgresql:// URL")
-    parser.add_argument("--db-url", default=None, help="use this server (wins over --db)")
-    parser.add_argument("--max-connections", type=int, default=100,
-                        help="max_connections of the embedded server (default 100)")
-    from harness.commands.options import add_contextforge_options
-
-    add_contextforge_options(parser)
-
-
-def sim_only_knobs(registries: Sequence[str], given: dict[str, Any]) -> dict[str, Any]:
-    """Defaults for the sim-only knobs not given; a ``UsageError`` naming the flag if one is given to a
-    contextforge-only grid. ``given`` maps ``strategy``/``driver``/``batch_size`` to a list or None."""
-    if set(registries) == {"contextforge"}:
-        for name, value in given.items():
-            if value is not None:
-                flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} does not apply to --registry contextforge (its registry always refreshes "
-                                 "with a bounded gather of ORM calls in threads)")
-    defaults = {"strategy": list(STRATEGIES), "driver": [SIM_DEFAULTS["driver"]],
-                "batch_size": [SIM_DEFAULTS["batch_size"]]}
-    return {name: value if value is not None else defaults[name] for name, value in given.items()}
-
-
-def points_from_args(args: argparse.Namespace) -> list[BenchPoint]:
-    """The grid the arguments describe (executor sizes vary only for the thread driver)."""
-    knobs = sim_only_knobs(args.registry, {"strategy": args.strategy, "driver": args.driver,
-                                           "batch_size": None if args.batch_size is None else [args.batch_size]})
-    points = expand(
-        {"registry": args.registry, "strategy": knobs["strategy"], "driver": knobs["driver"], "sessions": args.sessions,
-         "max_concurrent": args.max_concurrent, "db_latency_ms": args.db_latency_ms,
-         "pool_size": args.pool_size, "executor_threads": args.executor_threads},
-        {"db_jitter_ms": args.db_jitter_ms, "max_overflow": args.max_overflow,
-         "pool_timeout": args.pool_timeout, "batch_size": knobs["batch_size"][0]},
-    )
-    return collapse(points, executor_threads=args.executor_threads[0], max_concurrent=args.max_concurrent[0])
+def points_from_args(values: Any) -> list[BenchPoint]:
+    """The grid a namespace or mapping of knobs describes: the grid knobs are lists, the rest single values
+    (executor sizes vary only for the thread driver)."""
+    knobs = values if isinstance(values, Mapping) else vars(values)
+    sim_only = sim_only_knobs(knobs.get("registry_name") or ["sim"], {name: knobs.get(name) for name in SIM_ONLY})
+    knobs = {**knobs, **sim_only, "registry_name": knobs.get("registry_name") or ["sim"]}
+    lists = {name: list(knobs[name]) for name in GRID_KNOBS}
+    points = expand(lists, {"db_jitter_ms": knobs["db_jitter_ms"], "pool_timeout": knobs["pool_timeout"]})
+    return collapse(points, executor_threads=lists["executor_threads"][0], max_concurrent=lists["max_concurrent"][0],
+                    batch_size=lists["batch_size"][0])
 
 
 def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurrent: int,
@@ -391,7 +345,7 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
     """
     unique: dict[BenchPoint, None] = {}
     for p in points:
-        if p.registry == "contextforge":  # what upstream does, whatever the sim points try
+        if p.registry_name == "contextforge":  # what upstream does, whatever the sim points try
             p = replace(p, strategy=CONTEXTFORGE_FIXED["strategy"], driver=CONTEXTFORGE_FIXED["driver"],
                         batch_size=CONTEXTFORGE_FIXED["batch_size"])
         if p.driver != "thread" or p.strategy in ("sequential", "batched"):
@@ -404,29 +358,23 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
     return list(unique)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the bench and print/write its rows."""
-    from harness.scenario.manifest import build_manifest
-
-    if args.repeats < 1:
-        raise ValueError("--repeats must be >= 1")
-    points = points_from_args(args)
-    pythons = registry_pythons({p.registry for p in points}, args.contextforge_version, args.contextforge_source)
-    with provider_for(args.db, args.db_url, max_connections=args.max_connections) as url:
-        rows = run_points(points, url, args.repeats, args.max_seconds, pythons)
-    render(rows)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        manifest = build_manifest()
-        manifest["versions"].update(registry_package_versions(pythons, args.contextforge_version,
-                                                              args.contextforge_source))
-        payload = {"rows": [r.as_dict() for r in rows], "manifest": manifest}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    return 0
+SIM_GRID_DEFAULTS: dict[str, list[Any]] = {"strategy": list(STRATEGIES), "driver": ["async"], "batch_size": [500]}
+"""The sim-only grid knobs when not given: every strategy, the async driver, batches of 500."""
 
 
-def registry_pythons(registries: Iterable[str], version: str, source: Path | None) -> dict[str, str]:
+def sim_only_knobs(registries: Sequence[str], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults for the sim-only grid knobs not given; a ``UsageError`` naming the flag if one is given to a
+    contextforge-only grid. ``given`` maps ``strategy``/``driver``/``batch_size`` to a list or None."""
+    if set(registries) == {"contextforge"}:
+        for name, value in given.items():
+            if value is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} does not apply to --registry contextforge (its registry always refreshes "
+                                 "with a bounded gather of ORM calls in threads)")
+    return {name: value if value is not None else SIM_GRID_DEFAULTS[name] for name, value in given.items()}
+
+
+def registry_pythons(registries: Iterable[str], version: str, source: Any) -> dict[str, str]:
     """The interpreter of each registry that does not run in this one (a ``UsageError`` if its environment is
     missing: checked before anything starts)."""
     if "contextforge" not in set(registries):
@@ -436,7 +384,7 @@ def registry_pythons(registries: Iterable[str], version: str, source: Path | Non
     return {"contextforge": find_env(version, source).python}
 
 
-def registry_package_versions(pythons: dict[str, str], version: str, source: Path | None) -> dict[str, str]:
+def registry_package_versions(pythons: Mapping[str, str], version: str, source: Any) -> dict[str, str]:
     """``{"mcp-contextforge-gateway": "1.1.0"}`` when contextforge points ran."""
     if "contextforge" not in pythons:
         return {}

@@ -10,15 +10,14 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness.settings import DEFAULT_RESERVED_CONNECTIONS, SETTINGS
+
 BINDINGS = ("semaphore", "executor", "pool", "max_connections", "none")
-# Postgres keeps superuser_reserved_connections (3) back from ordinary clients.
-DEFAULT_RESERVED_CONNECTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -99,48 +98,26 @@ def predict(inp: ModelInput) -> ModelResult:
     return ModelResult(model_ms=round(model_ms, 3), c_eff=c_eff, binding=binding, limits=limits)
 
 
-# --- the `model` sub-command --------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m harness model``."""
-    parser.add_argument("--sessions", type=int, required=True, help="connected sessions to refresh")
-    parser.add_argument("--db-latency-ms", type=float, required=True, help="cost of one refresh, ms")
-    parser.add_argument("--check-ms", type=float, default=0.0, help="cost of one phase-1 check, ms (default 0)")
-    parser.add_argument("--strategy", choices=("sequential", "gather", "bounded", "batched"), default="bounded")
-    parser.add_argument("--driver", choices=("thread", "async"), default=None,
-                        help="default: thread when --executor-threads is given, else async")
-    parser.add_argument("--max-concurrent", type=int, default=20)
-    parser.add_argument("--executor-threads", type=int, default=None,
-                        help="thread driver's executor size (default: Python's min(32, cpu+4))")
-    parser.add_argument("--pool-size", type=int, default=20)
-    parser.add_argument("--max-overflow", type=int, default=10)
-    parser.add_argument("--max-connections", type=int, default=100, help="Postgres max_connections")
-    parser.add_argument("--reserved-connections", type=int, default=DEFAULT_RESERVED_CONNECTIONS)
-    parser.add_argument("--gateway-workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--json", action="store_true", help="print {model_ms, c_eff, binding} as JSON")
+def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, check_ms: float = 0.0,
+                max_connections: int | None = None) -> ModelInput:
+    """The model's input for a configuration given as knobs (a run's config, a bench or sweep point).
 
+    The one place knobs become a :class:`ModelInput`: a knob not given takes its default from the settings
+    table; the executor counts only for the thread driver; ``max_connections`` wins over the knob when the
+    server reported its own.
+    """
 
-def run(args: argparse.Namespace) -> int:
-    """Print the model's prediction and binding constraint without running anything."""
-    from gateway_sim.config import default_executor_threads
+    def knob(name: str) -> Any:
+        value = knobs.get(name)
+        return SETTINGS[name].default_value() if value is None else value
 
-    threads = args.executor_threads
-    driver = args.driver or ("thread" if threads is not None else "async")
-    if driver == "thread" and threads is None:
-        threads = default_executor_threads()
-    result = predict(ModelInput(
-        sessions=args.sessions, refresh_ms=args.db_latency_ms, check_ms=args.check_ms, strategy=args.strategy,
-        driver=driver, max_concurrent=args.max_concurrent, executor_threads=threads,
-        pool_size=args.pool_size, max_overflow=args.max_overflow, max_connections=args.max_connections,
-        reserved_connections=args.reserved_connections, gateway_workers=args.gateway_workers,
-        batch_size=args.batch_size,
-    ))
-    if args.json:
-        print(json.dumps({"model_ms": result.model_ms, "c_eff": result.c_eff, "binding": result.binding,
-                          "limits": result.limits}))
-        return 0
-    limits = ", ".join(f"{k}={v}" for k, v in result.limits.items()) or "-"
-    print(f"model: {result.model_ms:.1f} ms per cycle for {args.sessions} sessions "
-          f"({args.strategy}, {driver} driver)")
-    print(f"effective concurrency: {result.c_eff} (binding: {result.binding}; limits: {limits})")
-    return 0
+    driver = knob("driver")
+    return ModelInput(
+        sessions=sessions, refresh_ms=refresh_ms, check_ms=check_ms, strategy=knob("strategy"), driver=driver,
+        max_concurrent=knob("max_concurrent"),
+        executor_threads=knob("executor_threads") if driver == "thread" else None,
+        pool_size=knob("pool_size"), max_overflow=knob("max_overflow"),
+        max_connections=max_connections or knob("max_connections"),
+        reserved_connections=knob("reserved_connections"), gateway_workers=knob("gateway_workers"),
+        batch_size=knob("batch_size"),
+    )

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.faults.injectors import FaultScheduler, FaultSpec, FaultTarget, RestartControl, fault_spec, set_knobs
+from harness.faults.injectors import FaultScheduler, FaultTarget, RestartControl, set_knobs
+from harness.faults.spec import FaultSpec, fault_spec
 from harness.sut.state import read_state
 
 

@@ -8,13 +8,11 @@ in this order: ``--proxy-url`` (a latency proxy's control URL), ``--gateway-url`
 from __future__ import annotations
 
 import argparse
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from gateway_sim import store as st
+from gateway_sim.admin_client import AdminClient, AdminError
 from harness.errors import UsageError
 from harness.sut.dbsync import sync_session
 from harness.sut.state import read_state
@@ -33,29 +31,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, default=None, help="state file written by 'harness up'")
 
 
-def _http(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+def _http(method: str, base: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(json.load(response))
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise UsageError(f"{url} answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise UsageError(f"cannot reach {url}: {exc}") from None
+        return AdminClient(base).request(method, path, body)
+    except AdminError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot reach {base}{path}: {exc}") from None
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str]:
     if args.proxy_url:
-        return "proxy", args.proxy_url.rstrip("/") + "/latency"
+        return "proxy", args.proxy_url.rstrip("/")
     if args.gateway_url:
-        return "gateway", args.gateway_url.rstrip("/") + "/admin/latency"
+        return "gateway", args.gateway_url.rstrip("/")
     if args.db_url:
         return "db", args.db_url
     state = read_state(args.state)
     if state.get("proxy_control_url"):
-        return "proxy", str(state["proxy_control_url"]).rstrip("/") + "/latency"
+        return "proxy", str(state["proxy_control_url"]).rstrip("/")
     return "db", str(state["db_url"])
 
 
@@ -73,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             knobs = (st.set_fault_knobs(session, args.latency_ms, args.jitter_ms, args.error_rate)
                      if args.action == "set" else st.get_fault_knobs(session))
     else:
-        knobs = _http("POST", where, body) if args.action == "set" else _http("GET", where)
+        path = "/latency" if kind == "proxy" else "/admin/latency"  # the proxy's control API has the same shape
+        knobs = _http("POST", where, path, body) if args.action == "set" else _http("GET", where, path)
     print(" ".join(f"{k}={v:g}" for k, v in knobs.items()) + f" ({kind})")
     return 0

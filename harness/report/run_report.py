@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from harness.report.plotting import figure_png, pyplot
 from harness.scenario.collect import Collected
-
-
-def figure_png(fig: Any) -> str:
-    """A matplotlib figure as a base64 PNG ``<img>`` tag; closes the figure."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def _mark_events(ax: Any, events: list[dict[str, Any]]) -> None:
@@ -34,7 +22,7 @@ def _mark_events(ax: Any, events: list[dict[str, Any]]) -> None:
 
 def _timeline(title: str, ylabel: str, height: float, data: Collected, draw: Any) -> str:
     """One time-series figure: ``draw(ax)`` plots, then axes, grid, event marks and legend."""
-    fig, ax = plt.subplots(figsize=(9, height))
+    fig, ax = pyplot().subplots(figsize=(9, height))
     draw(ax)
     ax.set_xlabel("time (s)")
     ax.set_ylabel(ylabel)
@@ -49,27 +37,62 @@ def _by_worker(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any
     return [(w, [r for r in rows if r["worker"] == w]) for w in sorted({r["worker"] for r in rows})]
 
 
-def cycle_plot(data: Collected) -> str:
-    """Cycle duration over time per worker, the model's prediction as a dashed line."""
+def cycle_plot(data: Collected, model_ms: Sequence[float | None]) -> str:
+    """Cycle duration over time per worker, the model's prediction (one per cycle) as a dashed line."""
+    model_by_cycle = {id(c): m for c, m in zip(data.cycles, model_ms, strict=True)}
 
     def draw(ax: Any) -> None:
         for worker, cycles in _by_worker(data.cycles):
             ts = [c["t"] for c in cycles]
             ax.plot(ts, [c["total_ms"] for c in cycles], "o-", ms=3, label=f"measured (w{worker})")
-            ax.plot(ts, [c.get("model_ms") for c in cycles], "--", label=f"model (w{worker})")
+            ax.plot(ts, [model_by_cycle[id(c)] for c in cycles], "--", label=f"model (w{worker})")
 
     return _timeline("cleanup cycle duration", "cleanup cycle (ms)", 3.4, data, draw)
 
 
+def window_means(samples: Sequence[Mapping[str, Any]], key: str = "checked_out_seconds") -> list[tuple[float, float]]:
+    """The time-weighted mean of a gauge over each interval between two samples, from the pool monitor's
+    cumulative gauge-seconds: ``(t, Δ gauge_seconds / Δ uptime)`` at the interval's end."""
+    out = []
+    for before, after in itertools.pairwise(samples):
+        span = float(after.get("uptime_seconds") or 0) - float(before.get("uptime_seconds") or 0)
+        if span > 0 and after.get(key) is not None and before.get(key) is not None:
+            out.append((float(after["t"]), (float(after[key]) - float(before[key])) / span))
+    return out
+
+
+def window_peaks(cycles: Sequence[Mapping[str, Any]], key: str = "checked_out_peak") -> tuple[list[float], list[float]]:
+    """Step coordinates of the pool monitor's per-window peaks: each cycle record carries the peak of the window
+    that ended with it (from the previous cycle's end), so a burst between two 1 s samples still shows."""
+    xs: list[float] = []
+    ys: list[float] = []
+    previous = None
+    for cycle in cycles:
+        end = float(cycle["t"])
+        start = previous if previous is not None else end
+        peak = float(cycle["pool"][key])
+        xs += [start, end]
+        ys += [peak, peak]
+        previous = end
+    return xs, ys
+
+
 def pool_plot(data: Collected) -> str:
-    """Connections checked out against the pool limit, and Postgres connections by the gateways."""
+    """Connections checked out against the pool limit: each window's peak (from the cycle records) and the
+    time-weighted mean between samples; waiters, and Postgres connections by the gateways."""
+    cycles_by_worker = dict(_by_worker(data.cycles))
 
     def draw(ax: Any) -> None:
         for worker, samples in _by_worker(data.pool_samples):
-            ts = [s["t"] for s in samples]
-            ax.plot(ts, [s["checked_out"] for s in samples], label=f"checked out (w{worker})")
-            ax.plot(ts, [s["limit"] for s in samples], "--", label=f"pool limit (w{worker})")
-            ax.plot(ts, [s["waiters"] for s in samples], ":", label=f"waiters (w{worker})")
+            xs, ys = window_peaks(cycles_by_worker.get(worker, []))
+            if xs:
+                ax.plot(xs, ys, label=f"checked out, window peak (w{worker})")
+            means = window_means(samples)
+            ax.plot([t for t, _ in means], [m for _, m in means], label=f"checked out, mean (w{worker})")
+            ax.plot([s["t"] for s in samples], [s["limit"] for s in samples], "--", label=f"pool limit (w{worker})")
+            wx, wy = window_peaks(cycles_by_worker.get(worker, []), "waiters_peak")
+            if wx:
+                ax.plot(wx, wy, ":", label=f"waiters, window peak (w{worker})")
         if data.pg_samples:
             ax.plot([s["t"] for s in data.pg_samples], [s["total"] for s in data.pg_samples], color="grey",
                     alpha=0.6, label="pg_stat_activity (gateways)")
@@ -109,8 +132,9 @@ def _figures_table(summary: dict[str, Any]) -> str:
     return f"<table>{body}</table>"
 
 
-def write_report(summary: dict[str, Any], data: Collected, extra_sections: list[str] | None = None) -> str:
-    """The HTML page of one run."""
+def write_report(summary: dict[str, Any], data: Collected, extra_sections: list[str] | None = None,
+                 model_ms: Sequence[float | None] | None = None) -> str:
+    """The HTML page of one run (``model_ms``: the model beside each cycle, in order)."""
     config = summary["config"]
     knobs = ", ".join(f"{k}={v}" for k, v in config.items() if not isinstance(v, (dict, list)))
     warnings = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in summary.get("warnings", []))
@@ -122,7 +146,7 @@ td{{font-family:monospace}}.warn{{color:#a00}}code{{font-size:85%}}</style></hea
 <h1>Session cleanup under load</h1>
 <p><code>{html.escape(knobs)}</code></p>{warnings}
 {_figures_table(summary)}
-<h2>Cleanup cycles</h2>{cycle_plot(data)}
+<h2>Cleanup cycles</h2>{cycle_plot(data, model_ms or [None] * len(data.cycles))}
 <h2>DB pool</h2>{pool_plot(data)}
 <h2>Sessions</h2>{sessions_plot(data)}
 {sections}

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
-
+from gateway_sim import store as st
+from gateway_sim.admin_client import AdminClient, AdminError
 from harness.sut.dbsync import sync_session
 
 log = logging.getLogger(__name__)
-
-GATEWAY_APP_PREFIX = "mcp-gateway-sim"
-
-
-def get_json(url: str, timeout: float = 10.0) -> dict[str, Any]:
-    """GET a JSON object."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return dict(json.load(response))
 
 
 @dataclass
@@ -51,6 +40,7 @@ class Collector:
         self.interval = interval
         self.data = Collected()
         self._since = dict.fromkeys(self.gateway_urls, 0)
+        self._clients = {url: AdminClient(url) for url in self.gateway_urls}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="collector", daemon=True)
@@ -102,8 +92,8 @@ class Collector:
         """Poll every gateway once."""
         for url in self.gateway_urls:
             try:
-                payload = get_json(f"{url}/admin/cycles?since={self._since[url]}")
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+                payload = self._clients[url].cycles(since=self._since[url])
+            except (AdminError, OSError, ValueError) as exc:
                 with self._lock:
                     self.data.poll_errors += 1
                 log.debug("polling %s failed: %s", url, exc)
@@ -134,14 +124,7 @@ class Collector:
 
     def _sample_pg(self, session: Any) -> None:
         try:
-            rows = session.execute(
-                text("SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
-                     " WHERE application_name LIKE :prefix GROUP BY 1"),
-                {"prefix": f"{GATEWAY_APP_PREFIX}%"},
-            ).all()
-            if self.data.max_connections is None:
-                self.data.max_connections = int(
-                    session.execute(text("SELECT current_setting('max_connections')::int")).scalar_one())
+            activity = st.db_activity(session)
             session.rollback()
         except Exception as exc:  # a restarting database must not stop the sampling
             session.rollback()
@@ -149,6 +132,8 @@ class Collector:
                 self.data.poll_errors += 1
             log.debug("sampling pg_stat_activity failed: %s", exc)
             return
-        by_state = {str(state): int(count) for state, count in rows}
+        by_state = activity["by_state"]
         with self._lock:
+            if self.data.max_connections is None:
+                self.data.max_connections = int(activity["max_connections"])
             self.data.pg_samples.append({"t": round(self.now(), 3), "total": sum(by_state.values()), **by_state})

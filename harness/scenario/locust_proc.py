@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.settings import LOCUSTFILE_KNOBS, SETTINGS, check, rows
 from harness.sut.postgres import free_port
 
 # locustfiles/ is installed beside harness/ (site-packages or the source tree).
@@ -20,33 +22,47 @@ CLEANUP_TYPE = "CLEANUP"
 
 @dataclass(frozen=True)
 class LocustOptions:
-    """The load: users, ramp, duration and the session behaviour knobs of the locustfile."""
+    """The load: users, ramp, duration and the locustfile's session knobs (rows of the settings table)."""
 
-    users: int = 200
-    spawn_rate: float = 50.0
-    run_time_s: float = 60.0
-    session_lifetime: str = "5-30"
-    abrupt_ratio: float = 0.2
-    abandon_ratio: float = 0.2
-    transport_mix: float = 0.8
-    calls_per_session: int = 3
-    processes: int = 0
+    users: int = SETTINGS["users"].default
+    spawn_rate: float = SETTINGS["spawn_rate"].default
+    run_time_s: float = SETTINGS["run_time"].default
+    session_lifetime: str = SETTINGS["session_lifetime"].default
+    abrupt_ratio: float = SETTINGS["abrupt_ratio"].default
+    abandon_ratio: float = SETTINGS["abandon_ratio"].default
+    transport_mix: float = SETTINGS["transport_mix"].default
+    calls_per_session: int = SETTINGS["calls_per_session"].default
+    processes: int = SETTINGS["locust_workers"].default
     auth_token: str | None = None
     seed: int | None = None
     stop_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.users < 1:
-            raise ValueError("--users must be >= 1")
-        if self.spawn_rate <= 0:
-            raise ValueError("--spawn-rate must be > 0")
-        if not 0 <= self.calls_per_session <= 100:
-            raise ValueError("--calls-per-session must be between 0 and 100")
-        if self.processes < 0:
-            raise ValueError("--locust-workers must be >= 0")
-        for name in ("abrupt_ratio", "abandon_ratio", "transport_mix"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
+        check(self.knobs())
+
+    @classmethod
+    def from_knobs(cls, knobs: Mapping[str, Any]) -> LocustOptions:
+        """From a run's knobs; raises ``ValueError`` naming the flag."""
+        return cls(users=knobs["users"], spawn_rate=knobs["spawn_rate"], run_time_s=knobs["run_time"],
+                   session_lifetime=knobs["session_lifetime"], abrupt_ratio=knobs["abrupt_ratio"],
+                   abandon_ratio=knobs["abandon_ratio"], transport_mix=knobs["transport_mix"],
+                   calls_per_session=knobs["calls_per_session"], processes=knobs["locust_workers"],
+                   auth_token=knobs.get("auth_token"), seed=knobs.get("seed"))
+
+    def knobs(self) -> dict[str, Any]:
+        """These options by their table names."""
+        return {"users": self.users, "spawn_rate": self.spawn_rate, "run_time": self.run_time_s,
+                "session_lifetime": self.session_lifetime, "abrupt_ratio": self.abrupt_ratio,
+                "abandon_ratio": self.abandon_ratio, "transport_mix": self.transport_mix,
+                "calls_per_session": self.calls_per_session, "locust_workers": self.processes,
+                "auth_token": self.auth_token, "seed": self.seed}
+
+    def locustfile_args(self) -> list[str]:
+        """The locustfile's own options for these values (its rows of the table)."""
+        values = self.knobs()
+        return [item for row in rows(LOCUSTFILE_KNOBS) if values.get(row.name) not in (None, "")
+                for item in (row.flag, f"{values[row.name]:g}" if isinstance(values[row.name], float)
+                             else str(values[row.name]))]
 
 
 class LocustProcess:
@@ -66,14 +82,9 @@ class LocustProcess:
             "--host", gateway_urls[0], "--gateway-urls", ",".join(gateway_urls),
             "--csv", str(self.csv_prefix), "--html", str(self.html_path),
             "--stop-timeout", f"{o.stop_timeout_s:g}", "--loglevel", "WARNING", "--only-summary",
-            "--exit-code-on-error", "0",
-            "--session-lifetime", o.session_lifetime, "--abrupt-ratio", f"{o.abrupt_ratio:g}",
-            "--abandon-ratio", f"{o.abandon_ratio:g}", "--transport-mix", f"{o.transport_mix:g}",
-            "--calls-per-session", str(o.calls_per_session),
-            "--session-log", str(self.client_log),
+            "--exit-code-on-error", "0", *o.locustfile_args(),
+            SETTINGS["client_session_log"].flag, str(self.client_log),
         ]
-        if o.auth_token:
-            self.command += ["--auth-token", o.auth_token]
         if o.processes:  # a master and N workers
             self.command += ["--processes", str(o.processes), *master_port_args()]
         self.proc: subprocess.Popen[bytes] | None = None

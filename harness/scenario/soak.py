@@ -14,74 +14,61 @@ Besides everything ``harness run`` measures, every ``--sample-every`` seconds ea
 - no session left in any gateway after the drain, which by default lasts the session TTL plus two cleanup
   intervals, so abandoned sessions have expired by then.
 
-Exit code 99 when a check fails (as ``gate`` does for a failed threshold).
+The checks are pure functions here; ``harness soak`` (:mod:`harness.commands.soak`) exits 99 when one fails.
 """
 
 from __future__ import annotations
 
-import argparse
-import html
 import logging
 import threading
-import urllib.error
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from harness.commands.arglists import duration_seconds
-from harness.report.run_report import figure_png
-from harness.scenario import run as run_cmd
-from harness.scenario.collect import get_json
+from gateway_sim.admin_client import AdminClient, AdminError
+from harness.scenario.results import SoakSummary, SoakWorker
 
 log = logging.getLogger(__name__)
 
 RSS_GROWTH_LIMIT = 0.10
 WINDOW_SECONDS = 60.0
 SLACK = 2
-EXIT_CHECK_FAILED = 99
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``harness run``'s arguments with soak defaults, plus ``--duration`` and ``--sample-every``."""
-    run_cmd.add_arguments(parser)
-    soak = parser.add_argument_group("soak")
-    soak.add_argument("--duration", dest="run_time", type=duration_seconds,
-                      help="how long the load runs: 60s, 10m (default 10m; same as --run-time)")
-    soak.add_argument("--sample-every", type=duration_seconds, default=5.0,
-                      help="seconds between samples of the gateways' RSS, fds and tasks (default 5)")
-    parser.set_defaults(run_time=600.0, users=100, spawn_rate=50.0, session_lifetime="2-8", abrupt_ratio=0.3,
-                        abandon_ratio=0.3, session_ttl=8.0, cleanup_interval=2.0, no_progress=True)
+SOAK_DEFAULTS: dict[str, Any] = {"run_time": 600.0, "users": 100, "spawn_rate": 50.0, "session_lifetime": "2-8",
+                                 "abrupt_ratio": 0.3, "abandon_ratio": 0.3, "session_ttl": 8.0,
+                                 "cleanup_interval": 2.0, "no_progress": True}
+"""Steady churn with many abrupt drops and abandoned sessions, short TTL and cycles, for ten minutes."""
 
 
 class ProcessSampler:
-    """Samples each gateway's ``/admin/process`` beside the load (a ``harness run`` extension)."""
+    """Samples each gateway's ``/admin/process`` beside the load, and adds the ``soak`` section (an extension)."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
-        self._urls: list[str] = []
+        self._clients: list[AdminClient] = []
         self._collector: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._drained = False
-        self.summary: dict[str, Any] | None = None
+        self.summary: SoakSummary | None = None
+
+    def attach(self, run: Any) -> None:
+        """Sample from the load's start to after the drain; summarize with the run's results."""
+        run.events.load_start.add_listener(self._on_load_start)
+        run.events.load_stop.add_listener(lambda run: self.stop())
+        run.events.results.add_listener(self._on_results)
 
     def sample(self, phase: str) -> None:
         """One sample of every gateway, tagged ``baseline``, ``load`` or ``drained``."""
-        for url in self._urls:
+        for client in self._clients:
             try:
-                payload = get_json(f"{url}/admin/process")
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                log.debug("sampling %s failed: %s", url, exc)
+                payload = client.process()
+            except (AdminError, OSError, ValueError) as exc:
+                log.debug("sampling %s failed: %s", client.base_url, exc)
                 continue
             self.samples.append({"t": round(self._collector.now(), 3), "phase": phase, **payload})
 
-    def start(self, stack: Any, collector: Any) -> None:
-        self._urls = list(stack.gateway_urls)
-        self._collector = collector
+    def _on_load_start(self, run: Any) -> None:
+        self._clients = [AdminClient(url) for url in run.stack.gateway_urls]
+        self._collector = run.collector
         self.sample("baseline")
         self._thread = threading.Thread(target=self._loop, name="process-sampler", daemon=True)
         self._thread.start()
@@ -91,17 +78,19 @@ class ProcessSampler:
             self.sample("load")
 
     def stop(self) -> None:
+        """Stop sampling; the last sample is the drained one (idempotent)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        if not self._drained:
+        if not self._drained and self._collector is not None:
             self._drained = True
             self.sample("drained")
 
-    def results(self, summary: dict[str, Any], data: Any) -> list[str]:
-        self.summary = soak_summary(self.samples, data.pool_samples, data.events, summary["sessions"].get("leaked"))
-        summary["soak"] = {**self.summary, "process_samples": self.samples}
-        return [soak_section(self.summary, self.samples, data.events)]
+    def _on_results(self, run: Any, data: Any, summary: Any, contribute: Any) -> None:
+        from harness.report.soak_section import soak_section
+
+        self.summary = soak_summary(self.samples, data.pool_samples, data.events, summary.sessions.leaked)
+        contribute.section("soak", self.summary, soak_section(self.summary, self.samples, data.events))
 
 
 def unbalanced_samples(pool_samples: list[dict[str, Any]]) -> int:
@@ -118,7 +107,7 @@ def _event_t(events: list[dict[str, Any]], kind: str, default: float) -> float:
     return next((float(e["t"]) for e in events if e.get("kind") == kind), default)
 
 
-def _worker_figures(samples: list[dict[str, Any]], load_start: float, load_end: float) -> dict[str, Any]:
+def _worker_figures(samples: list[dict[str, Any]], load_start: float, load_end: float) -> SoakWorker:
     window = min(WINDOW_SECONDS, (load_end - load_start) / 4)
     load = [s for s in samples if s["phase"] == "load"]
     first = [s for s in load if s["t"] <= load_start + window]
@@ -135,7 +124,7 @@ def _worker_figures(samples: list[dict[str, Any]], load_start: float, load_end: 
         return _mean([s[key] / 2**20 for s in window if s.get(key) is not None])
 
     rss_first, rss_last = mean_mib(first, "rss_bytes"), mean_mib(last, "rss_bytes")
-    return {
+    return SoakWorker(**{
         "window_s": round(window, 1),
         "rss_mb_first": rss_first,
         "rss_mb_last": rss_last,
@@ -153,11 +142,11 @@ def _worker_figures(samples: list[dict[str, Any]], load_start: float, load_end: 
         "tasks_baseline": base["asyncio_tasks"] if base else None,
         "tasks_drained": drained["asyncio_tasks"] if drained else None,
         "sessions_drained": drained["sessions_active"] if drained else None,
-    }
+    })
 
 
 def soak_summary(samples: list[dict[str, Any]], pool_samples: list[dict[str, Any]], events: list[dict[str, Any]],
-                 leaked: int | None) -> dict[str, Any]:
+                 leaked: int | None) -> SoakSummary:
     """The soak's figures per worker and its checks."""
     load_start = _event_t(events, "load_start", 0.0)
     load_end = _event_t(events, "load_end", max((s["t"] for s in samples), default=0.0))
@@ -171,86 +160,14 @@ def soak_summary(samples: list[dict[str, Any]], pool_samples: list[dict[str, Any
     checks = {
         "balanced_every_sample": bool(pool_samples) and unbalanced_samples(pool_samples) == 0,
         "no_leaked_rows": leaked == 0,
-        "rss_growth_below_10pct": all_ok(lambda f: f["rss_growth"] is not None
-                                         and f["rss_growth"] < RSS_GROWTH_LIMIT),
-        "fds_back_to_baseline": all_ok(lambda f: f["net_fds_drained"] is not None
-                                       and f["net_fds_drained"] <= f["net_fds_baseline"] + SLACK),
-        "tasks_back_to_baseline": all_ok(lambda f: f["tasks_drained"] is not None
-                                         and f["tasks_drained"] <= f["tasks_baseline"] + SLACK),
-        "no_sessions_after_drain": all_ok(lambda f: f["sessions_drained"] == 0),
+        "rss_growth_below_10pct": all_ok(lambda f: f.rss_growth is not None
+                                         and f.rss_growth < RSS_GROWTH_LIMIT),
+        "fds_back_to_baseline": all_ok(lambda f: f.net_fds_drained is not None
+                                       and f.net_fds_drained <= f.net_fds_baseline + SLACK),
+        "tasks_back_to_baseline": all_ok(lambda f: f.tasks_drained is not None
+                                         and f.tasks_drained <= f.tasks_baseline + SLACK),
+        "no_sessions_after_drain": all_ok(lambda f: f.sessions_drained == 0),
     }
-    return {
-        "samples": len(samples),
-        "accounting_samples": len(pool_samples),
-        "unbalanced_samples": unbalanced_samples(pool_samples),
-        "leaked": leaked,
-        "workers": workers,
-        "checks": checks,
-        "ok": all(checks.values()),
-    }
-
-
-def soak_plot(samples: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
-    """RSS, open fds and asyncio tasks over time, per worker, with the load's end marked."""
-    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
-    for worker in sorted({s["worker"] for s in samples}):
-        mine = [s for s in samples if s.get("rss_bytes") is not None and s["worker"] == worker]
-        ts = [s["t"] for s in mine]
-        axes[0].plot(ts, [s["rss_bytes"] / 2**20 for s in mine], "o-", ms=3, label=f"RSS (w{worker})")
-        heap = [s for s in mine if s.get("malloc_in_use_bytes") is not None]
-        for key, style, label in (("malloc_in_use_bytes", "--", "malloc in use"),
-                                  ("malloc_free_bytes", ":", "malloc kept free")):
-            if heap:
-                axes[0].plot([s["t"] for s in heap], [s[key] / 2**20 for s in heap], style,
-                             label=f"{label} (w{worker})")
-        axes[1].plot(ts, [s["open_fds"] for s in mine], "o-", ms=3, label=f"open fds (w{worker})")
-        axes[1].plot(ts, [s["sessions_persistent"] for s in mine], ":", label=f"SSE sessions (w{worker})")
-        axes[2].plot(ts, [s["asyncio_tasks"] for s in mine], "o-", ms=3, label=f"asyncio tasks (w{worker})")
-    for ax, unit in zip(axes, ("MiB", "count", "count"), strict=True):
-        for event in events:
-            if event.get("kind") in ("load_start", "load_end"):
-                ax.axvline(event["t"], color="grey", linestyle=":", linewidth=1)
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_title("gateway resources during the soak")
-    axes[2].set_xlabel("time (s)")
-    return figure_png(fig)
-
-
-def soak_section(soak: dict[str, Any], samples: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
-    """The report's soak section: checks, per-worker figures, and the plot."""
-    checks = "".join(f"<tr><th>{html.escape(k)}</th><td>{'pass' if v else 'FAIL'}</td></tr>"
-                     for k, v in soak["checks"].items())
-    figures = "".join(f"<tr><th>worker {html.escape(w)}</th><td>{html.escape(str(f))}</td></tr>"
-                      for w, f in soak["workers"].items())
-    return (f"<h2>Soak</h2><table>{checks}<tr><th>unbalanced samples</th><td>{soak['unbalanced_samples']} of "
-            f"{soak['accounting_samples']}</td></tr>{figures}</table>{soak_plot(samples, events)}")
-
-
-def _malloc_text(figures: dict[str, Any]) -> str:
-    if figures["malloc_in_use_mb_first"] is None or figures["malloc_in_use_mb_last"] is None:
-        return ""
-    return (f"; malloc in use {figures['malloc_in_use_mb_first']} -> {figures['malloc_in_use_mb_last']} MiB, "
-            f"kept free {figures['malloc_free_mb_first']} -> {figures['malloc_free_mb_last']} MiB")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``python -m harness soak``: the run, then the soak's checks (exit 99 if one fails)."""
-    if args.drain is None:
-        args.drain = args.session_ttl + 2 * args.cleanup_interval + 1
-    sampler = ProcessSampler(args.sample_every)
-    code = run_cmd.run(args, [sampler])
-    soak = sampler.summary
-    if soak is None:
-        return code
-    for name, passed in soak["checks"].items():
-        print(f"soak {name}: {'pass' if passed else 'FAIL'}")
-    for worker, figures in soak["workers"].items():
-        print(f"soak worker {worker}: RSS {figures['rss_mb_first']} -> {figures['rss_mb_last']} MiB "
-              f"({figures['rss_growth']:+.1%} over {figures['window_s']:g} s windows){_malloc_text(figures)}, "
-              f"fds net of pool "
-              f"{figures['net_fds_baseline']} -> {figures['net_fds_drained']}, asyncio tasks "
-              f"{figures['tasks_baseline']} -> {figures['tasks_drained']} (baseline -> after drain)"
-              if figures["rss_growth"] is not None else f"soak worker {worker}: too few samples")
-    return code if code != 0 else 0 if soak["ok"] else EXIT_CHECK_FAILED
+    return SoakSummary(samples=len(samples), accounting_samples=len(pool_samples),
+                       unbalanced_samples=unbalanced_samples(pool_samples), leaked=leaked, workers=workers,
+                       checks=checks, ok=all(checks.values()), process_samples=list(samples))

@@ -1,49 +1,57 @@
-"""Turn what a run collected into ``summary.json`` (pure functions, tested without servers)."""
+"""Turn what a run collected into the typed sections of ``summary.json`` (pure: nothing read is changed)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway_sim.pool_monitor import histogram_percentile, percentile
-from harness.capacity.model import ModelInput, predict
+from harness.capacity.model import model_input, predict
 from harness.scenario.calibrate import Calibration
 from harness.scenario.collect import Collected
+from harness.scenario.results import (
+    CleanupSummary,
+    CycleModel,
+    PoolSummary,
+    SessionsSummary,
+    Stats,
+    WaitStats,
+    WorkerPool,
+)
 
 
-def stats(values: Iterable[float | None]) -> dict[str, float | None]:
+def stats(values: Iterable[float | None]) -> Stats:
     """p50/p95/p99/max/mean of ``values`` (None entries dropped); all None when empty."""
     data = [float(v) for v in values if v is not None]
     if not data:
-        return {"p50": None, "p95": None, "p99": None, "max": None, "mean": None}
-    return {
-        "p50": round(percentile(data, 50), 3),
-        "p95": round(percentile(data, 95), 3),
-        "p99": round(percentile(data, 99), 3),
-        "max": round(max(data), 3),
-        "mean": round(sum(data) / len(data), 3),
-    }
+        return Stats()
+    return Stats(p50=round(percentile(data, 50), 3), p95=round(percentile(data, 95), 3),
+                 p99=round(percentile(data, 99), 3), max=round(max(data), 3), mean=round(sum(data) / len(data), 3))
 
 
-def cycle_model_ms(cycle: dict[str, Any], calibration: Calibration, config: dict[str, Any],
-                   max_connections: int) -> tuple[float, int, str]:
-    """The model's time for one recorded cycle: its own session counts, the run's calibrated costs.
+def cycle_model(cycle: Mapping[str, Any], calibration: Calibration, config: Mapping[str, Any],
+                max_connections: int) -> CycleModel:
+    """The model beside one recorded cycle: its own session counts, the run's calibrated costs.
 
-    ``checked × check + removed_disconnected × L_delete + refresh rounds × L_refresh`` with the
-    refresh rounds of :func:`harness.capacity.model.predict` (checks cost ≈ 0 for live transports).
+    ``removed_disconnected × L_delete + refresh rounds × L_refresh`` with the refresh rounds of
+    :func:`harness.capacity.model.predict` for the connected sessions (checks cost ≈ 0 for live transports).
     """
     connected = int(cycle["checked"]) - int(cycle["removed_disconnected"])
-    result = predict(ModelInput(
-        sessions=max(0, connected), refresh_ms=calibration.refresh_ms, strategy=config["strategy"],
-        driver=config["driver"], max_concurrent=config["max_concurrent"],
-        executor_threads=config.get("executor_threads") if config["driver"] == "thread" else None,
-        pool_size=config["pool_size"], max_overflow=config["max_overflow"], max_connections=max_connections,
-        gateway_workers=config.get("gateway_workers", 1), batch_size=config.get("batch_size", 500),
-    ))
-    return result.model_ms + int(cycle["removed_disconnected"]) * calibration.delete_ms, result.c_eff, result.binding
+    result = predict(model_input(config, sessions=max(0, connected), refresh_ms=calibration.refresh_ms,
+                                 max_connections=max_connections))
+    model_ms = result.model_ms + int(cycle["removed_disconnected"]) * calibration.delete_ms
+    ratio = float(cycle["total_ms"]) / model_ms if model_ms >= 1.0 else None
+    return CycleModel(model_ms=round(model_ms, 3), c_eff=result.c_eff, binding=result.binding,
+                      model_ratio=None if ratio is None else round(ratio, 4))
+
+
+def cycle_models(data: Collected, calibration: Calibration | None, config: Mapping[str, Any]) -> list[CycleModel]:
+    """The model beside every recorded cycle (zeros and ``unknown`` without a calibration)."""
+    if calibration is None:
+        return [CycleModel(0.0, 0, "unknown", None) for _ in data.cycles]
+    max_connections = data.max_connections or 100
+    return [cycle_model(c, calibration, config, max_connections) for c in data.cycles]
 
 
 def _time_weighted(first: dict[str, Any], last: dict[str, Any], key: str) -> float | None:
@@ -53,9 +61,9 @@ def _time_weighted(first: dict[str, Any], last: dict[str, Any], key: str) -> flo
     return (float(last.get(key, 0)) - float(first.get(key, 0))) / span
 
 
-def pool_summary(data: Collected, config: dict[str, Any]) -> dict[str, Any]:
+def pool_summary(data: Collected, config: Mapping[str, Any]) -> PoolSummary:
     """Pool saturation across workers: peaks, time-weighted means, exhausted fraction, waits, timeouts."""
-    per_worker: dict[str, dict[str, Any]] = {}
+    per_worker: dict[str, WorkerPool] = {}
     waits: list[int] = []
     for worker, last in data.last_pool.items():
         first = data.first_pool.get(worker, last)
@@ -65,16 +73,16 @@ def pool_summary(data: Collected, config: dict[str, Any]) -> dict[str, Any]:
         first_hist = list(first.get("wait_histogram") or [0] * len(last_hist))
         hist = [int(b) - int(a) for a, b in zip(first_hist, last_hist, strict=True)]
         waits = [a + b for a, b in zip(waits, hist, strict=True)] if waits else hist
-        per_worker[worker] = {
-            "checked_out_peak": max([s["checked_out"] or 0 for s in samples]
-                                    + [c["pool"]["checked_out_peak"] for c in cycles] + [0]),
-            "checked_out_mean": _round(_time_weighted(first, last, "checked_out_seconds")),
-            "exhausted_fraction": _round(_time_weighted(first, last, "exhausted_seconds"), 4),
-            "waiters_peak": max([s["waiters"] or 0 for s in samples]
-                                + [c["pool"]["waiters_peak"] for c in cycles] + [0]),
-            "timeouts": int(last.get("timeouts_total", 0)) - int(first.get("timeouts_total", 0)),
-            "executor_queue_peak": max([c["pool"]["executor_queue_peak"] for c in cycles] + [0]),
-        }
+        per_worker[worker] = WorkerPool(
+            checked_out_peak=max([s["checked_out"] or 0 for s in samples]
+                                 + [c["pool"]["checked_out_peak"] for c in cycles] + [0]),
+            checked_out_mean=_round(_time_weighted(first, last, "checked_out_seconds")),
+            exhausted_fraction=_round(_time_weighted(first, last, "exhausted_seconds"), 4),
+            waiters_peak=max([s["waiters"] or 0 for s in samples]
+                             + [c["pool"]["waiters_peak"] for c in cycles] + [0]),
+            timeouts=int(last.get("timeouts_total", 0)) - int(first.get("timeouts_total", 0)),
+            executor_queue_peak=max([c["pool"]["executor_queue_peak"] for c in cycles] + [0]),
+        )
     workers = list(per_worker.values())
     limit = config["pool_size"] + config["max_overflow"]
     gateway_workers = max(1, len(per_worker))
@@ -84,27 +92,25 @@ def pool_summary(data: Collected, config: dict[str, Any]) -> dict[str, Any]:
         for key, value in sample.items():
             if key not in ("t", "total"):
                 states[key] = max(states[key], value)
-    return {
-        "size": config["pool_size"],
-        "max_overflow": config["max_overflow"],
-        "limit": limit,
-        "checked_out_peak": max((w["checked_out_peak"] for w in workers), default=0),
-        "checked_out_mean": _round(sum(w["checked_out_mean"] or 0 for w in workers) / gateway_workers),
-        "exhausted_fraction": max((w["exhausted_fraction"] or 0 for w in workers), default=0.0),
-        "waiters_peak": max((w["waiters_peak"] for w in workers), default=0),
-        "wait_ms": {"p50": histogram_percentile(waits, 50) if waits else None,
-                    "p95": histogram_percentile(waits, 95) if waits else None,
-                    "acquisitions": sum(waits)},
-        "timeouts": sum(w["timeouts"] for w in workers),
-        "executor_queue_peak": max((w["executor_queue_peak"] for w in workers), default=0),
-        "max_connections": data.max_connections,
-        "total_connections_limit": gateway_workers * limit,
-        "over_max_connections": (data.max_connections is not None
-                                 and gateway_workers * limit > data.max_connections),
-        "pg_connections_peak": pg_peak,
-        "pg_state_peaks": dict(states),
-        "per_worker": per_worker,
-    }
+    return PoolSummary(
+        size=config["pool_size"],
+        max_overflow=config["max_overflow"],
+        limit=limit,
+        checked_out_peak=max((w.checked_out_peak for w in workers), default=0),
+        checked_out_mean=_round(sum(w.checked_out_mean or 0 for w in workers) / gateway_workers),
+        exhausted_fraction=max((w.exhausted_fraction or 0 for w in workers), default=0.0),
+        waiters_peak=max((w.waiters_peak for w in workers), default=0),
+        wait_ms=WaitStats(p50=histogram_percentile(waits, 50) if waits else None,
+                          p95=histogram_percentile(waits, 95) if waits else None, acquisitions=sum(waits)),
+        timeouts=sum(w.timeouts for w in workers),
+        executor_queue_peak=max((w.executor_queue_peak for w in workers), default=0),
+        max_connections=data.max_connections,
+        total_connections_limit=gateway_workers * limit,
+        over_max_connections=data.max_connections is not None and gateway_workers * limit > data.max_connections,
+        pg_connections_peak=pg_peak,
+        pg_state_peaks=dict(states),
+        per_worker=per_worker,
+    )
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -140,8 +146,8 @@ def zombie_summary(client_ends: Sequence[dict[str, Any]], removals: dict[str, di
         peak = max(peak, open_now)
     overall = stats(spans)
     return {
-        "zombie_ms": {"p50": overall["p50"], "p95": overall["p95"], "max": overall["max"]},
-        "zombie_ms_by_kind": {k: {"p50": stats(v)["p50"], "p95": stats(v)["p95"], "count": len(v)}
+        "zombie_ms": {"p50": overall.p50, "p95": overall.p95, "max": overall.max},
+        "zombie_ms_by_kind": {k: {"p50": stats(v).p50, "p95": stats(v).p95, "count": len(v)}
                               for k, v in sorted(by_how.items())},
         "zombies_peak": peak,
         "zombies_unremoved": unremoved,
@@ -149,22 +155,9 @@ def zombie_summary(client_ends: Sequence[dict[str, Any]], removals: dict[str, di
     }
 
 
-def read_jsonl(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every JSON line of ``paths`` (missing files and torn last lines are skipped)."""
-    out: list[dict[str, Any]] = []
-    for path in paths:
-        if not path.exists():
-            continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
-
 def sessions_summary(data: Collected, gateway_events: list[dict[str, Any]], client_ends: list[dict[str, Any]],
-                     leaked: int, rows_after_shutdown: int | None, run_end_unix: float) -> dict[str, Any]:
+                     leaked: int | None, rows_after_shutdown: int | None, run_end_unix: float,
+                     rows_before_shutdown: int | None = None) -> SessionsSummary:
     """Created/removed by reason, active peak, accounting balance, leaks and zombie time."""
     removals = {e["session_id"]: e for e in gateway_events if e.get("event") == "removed"}
     created = sum(s.get("created", 0) for s in data.last_sessions.values())
@@ -181,47 +174,49 @@ def sessions_summary(data: Collected, gateway_events: list[dict[str, Any]], clie
     for sample in data.pool_samples:
         per_worker_peak[sample["worker"]] = max(per_worker_peak.get(sample["worker"], 0),
                                                 int(sample["sessions_active"] or 0))
-    return {
-        "created": created,
-        "removed": removed,
-        "active_at_end": active,
-        "balanced": created == removed + active,
-        "removed_by_reason": dict(by_reason),
-        "active_peak": max(active_by_t.values(), default=0) if len(per_worker_peak) <= 1
+    return SessionsSummary(
+        created=created,
+        removed=removed,
+        active_at_end=active,
+        balanced=created == removed + active,
+        removed_by_reason=dict(by_reason),
+        active_peak=max(active_by_t.values(), default=0) if len(per_worker_peak) <= 1
         else sum(per_worker_peak.values()),
-        "leaked": leaked,
-        "rows_after_shutdown": rows_after_shutdown,
+        leaked=leaked,
+        rows_after_shutdown=rows_after_shutdown,
         **zombie_summary(client_ends, removals, run_end_unix),
-    }
+        rows_before_shutdown=rows_before_shutdown,
+    )
 
 
-def cleanup_summary(data: Collected, calibration: Calibration | None, config: dict[str, Any]) -> dict[str, Any]:
-    """Cycle durations per phase, counts per cycle, and the model beside each cycle (when calibrated)."""
-    max_connections = data.max_connections or 100
-    model = [cycle_model_ms(c, calibration, config, max_connections) if calibration else (0.0, 0, "unknown")
-             for c in data.cycles]
-    ratios = [c["total_ms"] / m[0] if m[0] >= 1.0 else None for c, m in zip(data.cycles, model, strict=True)]
-    for cycle, (model_ms, c_eff, binding), ratio in zip(data.cycles, model, ratios, strict=True):
-        cycle["model_ms"], cycle["c_eff"], cycle["binding"] = round(model_ms, 3), c_eff, binding
-        cycle["model_ratio"] = None if ratio is None else round(ratio, 4)
-    bindings = Counter(m[2] for m in model)
-    return {
-        "cycles": len(data.cycles),
-        "cycles_by_worker": dict(Counter(c["worker"] for c in data.cycles)),
-        "total_ms": stats(c["total_ms"] for c in data.cycles),
-        "expiry_ms": stats(c["expiry_ms"] for c in data.cycles),
-        "phase1_ms": stats(c["phase1_ms"] for c in data.cycles),
-        "phase2_ms": stats(c["phase2_ms"] for c in data.cycles),
-        "model_ms": stats(m[0] for m in model),
-        "model_ratio": stats(ratios),
-        "binding": bindings.most_common(1)[0][0] if bindings and calibration else None,
-        "calibration": calibration.as_dict() if calibration else None,
-        "sessions_checked": stats(c["checked"] for c in data.cycles),
-        "refreshed": sum(c["refreshed"] for c in data.cycles),
-        "removed_disconnected": sum(c["removed_disconnected"] for c in data.cycles),
-        "removed_missing": sum(c["removed_missing"] for c in data.cycles),
-        "expired": sum(c["expired"] for c in data.cycles),
-        "refresh_errors": sum(c["refresh_errors"] for c in data.cycles),
-        "cycle_errors": sum(1 for c in data.cycles if c.get("error")),
-        "max_inflight": max((c["max_inflight"] for c in data.cycles), default=0),
-    }
+def cleanup_summary(data: Collected, calibration: Calibration | None, models: Sequence[CycleModel]) -> CleanupSummary:
+    """Cycle durations per phase, counts over the run, and the model beside each cycle (``models``, one per
+    cycle, from :func:`cycle_models`)."""
+    bindings = Counter(m.binding for m in models)
+    return CleanupSummary(
+        cycles=len(data.cycles),
+        cycles_by_worker=dict(Counter(c["worker"] for c in data.cycles)),
+        total_ms=stats(c["total_ms"] for c in data.cycles),
+        expiry_ms=stats(c["expiry_ms"] for c in data.cycles),
+        phase1_ms=stats(c["phase1_ms"] for c in data.cycles),
+        phase2_ms=stats(c["phase2_ms"] for c in data.cycles),
+        model_ms=stats(m.model_ms for m in models),
+        model_ratio=stats(m.model_ratio for m in models),
+        binding=bindings.most_common(1)[0][0] if bindings and calibration else None,
+        calibration=calibration.as_dict() if calibration else None,
+        sessions_checked=stats(c["checked"] for c in data.cycles),
+        refreshed=sum(c["refreshed"] for c in data.cycles),
+        removed_disconnected=sum(c["removed_disconnected"] for c in data.cycles),
+        removed_missing=sum(c["removed_missing"] for c in data.cycles),
+        expired=sum(c["expired"] for c in data.cycles),
+        refresh_errors=sum(c["refresh_errors"] for c in data.cycles),
+        cycle_errors=sum(1 for c in data.cycles if c.get("error")),
+        max_inflight=max((c["max_inflight"] for c in data.cycles), default=0),
+    )
+
+
+def cycle_rows(cycles: Sequence[Mapping[str, Any]], models: Sequence[CycleModel]) -> list[dict[str, Any]]:
+    """``cycles.csv``: each cycle record, its pool window as ``pool_*`` columns, and the model beside it."""
+    return [{k: v for k, v in c.items() if k != "pool"} | {f"pool_{k}": v for k, v in c["pool"].items()}
+            | {"model_ms": m.model_ms, "c_eff": m.c_eff, "binding": m.binding, "model_ratio": m.model_ratio}
+            for c, m in zip(cycles, models, strict=True)]

@@ -35,7 +35,7 @@ class GatewayProcess:
         python: str | None = None,
     ) -> None:
         self.command = [
-            python or sys.executable,
+            python or sys.executable,  # the contextforge environment's interpreter for that registry
             "-m",
             "gateway_sim",
             "--db-url",
@@ -112,50 +112,3 @@ class GatewayProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-# Gateway options the harness forwards as they are: (argparse dest, gateway flag).
-FORWARDED_OPTIONS: tuple[tuple[str, str], ...] = (
-    ("registry", "--registry"),
-    ("strategy", "--strategy"),
-    ("driver", "--driver"),
-    ("max_concurrent", "--max-concurrent"),
-    ("batch_size", "--batch-size"),
-    ("executor_threads", "--executor-threads"),
-    ("pool_size", "--pool-size"),
-    ("max_overflow", "--max-overflow"),
-    ("pool_timeout", "--pool-timeout"),
-    ("pool_pre_ping", "--pool-pre-ping"),
-    ("cleanup_interval", "--cleanup-interval"),
-    ("session_ttl", "--session-ttl"),
-    ("sse_keepalive", "--sse-keepalive"),
-    ("auth_token", "--auth-token"),
-    ("malloc_mmap_threshold", "--malloc-mmap-threshold"),
-)
-
-
-CONTEXTFORGE_UNFORWARDED = frozenset({"strategy", "driver", "batch_size"})
-"""Knobs a contextforge gateway refuses: its registry has none of them."""
-
-
-def forwarded_gateway_args(args: object) -> list[str]:
-    """The gateway command-line options for the harness arguments ``args`` carries.
-
-    For ``--registry contextforge``: no sim-only knobs, and ``--executor-threads`` only when it was given (else
-    the gateway keeps Python's default executor, as a real deployment does).
-    """
-    out: list[str] = []
-    skip: set[str] = set()
-    if getattr(args, "registry", "sim") == "contextforge":
-        skip = set(CONTEXTFORGE_UNFORWARDED)
-        if getattr(args, "loop_executor_threads", None) is None:
-            skip.add("executor_threads")
-    for dest, flag in FORWARDED_OPTIONS:
-        if dest in skip:
-            continue
-        value = getattr(args, dest, None)
-        if value is True:
-            out.append(flag)
-        elif value is not None and value is not False:
-            out += [flag, str(value)]
-    return out

@@ -389,9 +389,9 @@ def _address_arg(text: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.cli import _Parser  # one-line errors, exit 2, like every harness command
+    from harness.cli import CliParser  # one-line errors, exit 2, like every harness command
 
-    parser = _Parser(prog="python -m harness.sut.latency_proxy", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="python -m harness.sut.latency_proxy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--upstream", type=_address_arg, required=True, help="Postgres HOST:PORT")
     parser.add_argument(
         "--listen", type=_address_arg, default=("127.0.0.1", 0), help="HOST:PORT (port 0 picks)"

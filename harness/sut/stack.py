@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,10 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from gateway_sim import store as st
+from gateway_sim.settings import gateway_argv
+from harness.errors import UsageError
 from harness.sut.dbsync import sync_session
-from harness.sut.gateway_proc import GatewayProcess, forwarded_gateway_args
+from harness.sut.gateway_proc import GatewayProcess
 from harness.sut.postgres import PostgresProvider, provider_for
 
 
@@ -37,23 +39,26 @@ class StackOptions:
     python: str | None = None  # the gateways' interpreter (the contextforge environment's), else ours
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> StackOptions:
-        """Build from parsed ``up``/``run`` arguments."""
+    def from_knobs(cls, knobs: Mapping[str, Any], **overrides: Any) -> StackOptions:
+        """From a run's (or ``up``'s) knobs, by their table names; the gateway argv from the forwarded rows."""
         values: dict[str, Any] = {
-            "db": args.db,
-            "db_url": args.db_url,
-            "max_connections": args.max_connections,
-            "gateway_args": tuple(forwarded_gateway_args(args)),
-            "gateway_workers": args.gateway_workers,
-            "host": getattr(args, "host", "127.0.0.1"),
-            "port": getattr(args, "port", 0),
-            "latency_mode": getattr(args, "latency_mode", "server"),
-            "db_latency_ms": args.db_latency_ms,
-            "db_jitter_ms": args.db_jitter_ms,
-            "log_dir": getattr(args, "log_dir", None),
-            "registry": getattr(args, "registry", "sim"),
-            "python": getattr(args, "gateway_python", None),
+            "db": knobs.get("db", "embedded"),
+            "db_url": knobs.get("db_url"),
+            "max_connections": knobs.get("max_connections", 100),
+            "gateway_args": tuple(gateway_argv(knobs)),
+            "gateway_workers": knobs.get("gateway_workers", 1),
+            "host": knobs.get("host") or "127.0.0.1",
+            "port": knobs.get("port") or 0,
+            "latency_mode": knobs.get("latency_mode", "server"),
+            "db_latency_ms": knobs.get("db_latency_ms") or 0.0,
+            "db_jitter_ms": knobs.get("db_jitter_ms") or 0.0,
+            "log_dir": knobs.get("log_dir"),
+            "registry": knobs.get("registry_name") or "sim",
         }
+        if values["registry"] == "contextforge":
+            from harness.commands.options import gateway_python
+
+            values["python"] = gateway_python(knobs)
         values.update(overrides)
         return cls(**values)
 
@@ -63,9 +68,9 @@ class Stack:
 
     def __init__(self, options: StackOptions) -> None:
         if options.gateway_workers < 1:
-            raise ValueError("--gateway-workers must be >= 1")
+            raise UsageError("--gateway-workers must be >= 1")
         if options.db_latency_ms < 0 or options.db_jitter_ms < 0:
-            raise ValueError("--db-latency-ms and --db-jitter-ms must be >= 0")
+            raise UsageError("--db-latency-ms and --db-jitter-ms must be >= 0")
         self.options = options
         self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections)
         self.db_url = ""
@@ -105,7 +110,7 @@ class Stack:
 
         url = make_url(self.db_url)
         if not url.host or url.host.startswith("/"):
-            raise ValueError("--latency-mode proxy needs a database reachable over TCP")
+            raise UsageError("--latency-mode proxy needs a database reachable over TCP")
         self.proxy = LatencyProxy(url.host, url.port or 5432, control_port=0)
         host, port = self.proxy.start()
         self.gateway_db_url = url.set(host=host, port=port).render_as_string(hide_password=False)
@@ -118,8 +123,8 @@ class Stack:
         args = list(self.options.gateway_args)
         if self.options.session_log_dir is not None:
             args += ["--session-log", str(Path(self.options.session_log_dir) / f"gateway-sessions-{index}.jsonl")]
-        gateway = GatewayProcess(self.gateway_db_url, args, worker_id=str(index),
-                                 host=self.options.host, port=port, log_path=log_path, python=self.options.python)
+        gateway = GatewayProcess(self.gateway_db_url, args, worker_id=str(index), python=self.options.python,
+                                 host=self.options.host, port=port, log_path=log_path)
         self.gateways.append(gateway)
         gateway.start()
 
@@ -162,10 +167,10 @@ class ExternalGateways:
 
     def __init__(self, gateway_urls: list[str], db_url: str | None) -> None:
         if not gateway_urls:
-            raise ValueError("--gateway-url needs at least one URL")
+            raise UsageError("--gateway-url needs at least one URL")
         for url in gateway_urls:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"--gateway-url must be an http(s):// URL, got {url!r}")
+                raise UsageError(f"--gateway-url must be an http(s):// URL, got {url!r}")
         self.gateway_urls = [u.rstrip("/") for u in gateway_urls]
         self.db_url = db_url or ""
         self.gateway_db_url = self.db_url

@@ -141,7 +141,11 @@ def test_a_registry_of_your_own_is_hosted_by_the_gateway(db_url, monkeypatch) ->
         host, port = gw.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(f"GET /sse HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
-            assert b"event: endpoint" in sock.recv(4096)
+            received = b""
+            while b"event: endpoint" not in received:  # headers and the first event may come apart
+                chunk = sock.recv(4096)
+                assert chunk, f"stream ended before its endpoint event: {received!r}"
+                received += chunk
             assert _get(f"{gw.url}/admin/sessions")["accounting"]["active"] == 1
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the client is gone: the tiny registry's cycle drops it

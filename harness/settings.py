@@ -23,6 +23,7 @@ from gateway_sim.settings import (
     add_settings,
     table,
 )
+from harness.sut.docker_engine import BUILD_SCRIPT, DEFAULT_IMAGE
 
 LATENCY_MODES = ("server", "proxy")
 SWEEP_MODES = ("bench", "run")
@@ -113,6 +114,8 @@ HARNESS_SETTINGS: tuple[Setting, ...] = (
             "this file", flag_name="--session-log", reported=False),
     # stack: what the harness starts
     Setting("db", "stack", _text, "embedded", "embedded | docker | a postgresql:// URL", validate=_db_choice),
+    Setting("docker_image", "stack", _text, DEFAULT_IMAGE,
+            f"image for --db docker; where none can be pulled, build one with {BUILD_SCRIPT} TAG"),
     Setting("max_connections", "stack", int, 100, "max_connections of the server the harness starts", minimum=1),
     Setting("gateway_workers", "stack", int, 1, "gateway processes sharing the database", minimum=1),
     Setting("latency_mode", "stack", _text, "server",

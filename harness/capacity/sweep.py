@@ -13,8 +13,8 @@ with the same ``--out`` measures only the points not there yet.
 
 ``--plan plan.toml`` reads the same options from TOML; flags given on the command line win. Keys are the
 long option names with ``_`` for ``-``: top-level ``out``, ``mode``, ``repeats``, ``max_point_seconds``,
-``pool_timeout``, ``db_jitter_ms``, ``db``, ``db_url``, ``max_connections``; table ``[grid]`` with
-``sessions``, ``max_concurrent``, ``db_latency_ms``, ``pool_size``, ``max_overflow``, ``executor_threads``,
+``pool_timeout``, ``db_jitter_ms``, ``db``, ``docker_image``, ``db_url``, ``max_connections``; table ``[grid]``
+with ``sessions``, ``max_concurrent``, ``db_latency_ms``, ``pool_size``, ``max_overflow``, ``executor_threads``,
 ``strategy``, ``driver``, ``batch_size`` (a list or one value each); ``[run]`` with ``run_time``, ``users``;
 ``[recommend]`` with ``target_cycle_ms``, ``max_db_connections``, ``gateway_workers``,
 ``extrapolate_sessions``. Relative paths are relative to the current directory.
@@ -97,7 +97,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     *(Option(name, "grid", many=True) for name in GRID_KNOBS),
     Option("out"), Option("mode"), Option("repeats"), Option("max_point_seconds"), Option("pool_timeout"),
-    Option("db_jitter_ms"), Option("db"), Option("db_url"), Option("max_connections"),
+    Option("db_jitter_ms"), Option("db"), Option("docker_image"), Option("db_url"), Option("max_connections"),
     Option("contextforge_version"), Option("contextforge_source"),
     Option("run_time", "run"), Option("cleanup_interval", "run"), Option("users", "run"),
     Option("target_cycle_ms", "recommend"), Option("max_db_connections", "recommend"),

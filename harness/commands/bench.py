@@ -24,8 +24,8 @@ from harness.sut.postgres import provider_for
 BENCH_DEFAULTS = {"sessions": [100, 1000], "db_latency_ms": [20.0], "strategy": None, "driver": None,
                   "batch_size": None, "registry_name": ["sim"], "db_jitter_ms": 0.0}
 """Not given, the sim-only knobs are every strategy, the async driver and batches of 500 (for sim points)."""
-SCALARS = ("db_jitter_ms", "pool_timeout", "repeats", "max_point_seconds", "json_out", "db", "db_url",
-           "max_connections", *settings.CONTEXTFORGE_KNOBS)
+SCALARS = ("db_jitter_ms", "pool_timeout", "repeats", "max_point_seconds", "json_out", "db", "docker_image",
+           "db_url", "max_connections", *settings.CONTEXTFORGE_KNOBS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     points = points_from_args(args)
     pythons = registry_pythons({p.registry_name for p in points}, args.contextforge_version, args.contextforge_source)
-    with provider_for(args.db, args.db_url, max_connections=args.max_connections) as url:
+    with provider_for(args.db, args.db_url, max_connections=args.max_connections,
+                      docker_image=args.docker_image) as url:
         rows = run_points(points, url, args.repeats, args.max_point_seconds, pythons)
     render(rows)
     if args.json_out:

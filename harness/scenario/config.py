@@ -68,7 +68,7 @@ class RunConfig:
             knobs["drain"] = min(MAX_DRAIN_SECONDS, 2 * knobs["cleanup_interval"] + 1)
         if gate is not None and not Path(gate).is_file():
             raise UsageError(f"--gate file {gate} does not exist")
-        python = gateway_python(knobs)  # a missing contextforge environment: UsageError naming the setup command
+        gateway_python(knobs)  # a missing contextforge environment: UsageError naming the setup command
         try:
             gateway_config({**knobs, "executor_threads": knobs["executor_threads"] or default_executor_threads()})
             settings.check(knobs)
@@ -86,8 +86,7 @@ class RunConfig:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         return cls(knobs=MappingProxyType(knobs), out_dir=Path(out_dir) if out_dir else default_out(),
-                   faults=tuple(faults), gateway_urls=urls, gate=gate, progress=progress,
-                   extra={"gateway_python": python})
+                   faults=tuple(faults), gateway_urls=urls, gate=gate, progress=progress)
 
     def replace(self, **knobs: Any) -> RunConfig:
         """The same run with some knobs changed (validated again)."""

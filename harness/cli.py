@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fault": ("harness.commands.fault",
               "inject database faults into a running 'harness up' (kill, restart, errors, …)"),
     "soak": ("harness.commands.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
+    "contextforge": ("harness.commands.contextforge",
+                     "build the Python >= 3.12 environment for --registry contextforge"),
 }
 
 EXIT_OK = 0

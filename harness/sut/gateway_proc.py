@@ -32,9 +32,10 @@ class GatewayProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         log_path: Path | None = None,
+        python: str | None = None,
     ) -> None:
         self.command = [
-            sys.executable,
+            python or sys.executable,  # the contextforge environment's interpreter for that registry
             "-m",
             "gateway_sim",
             "--db-url",

@@ -62,9 +62,9 @@ async def admin_cycles(request: web.Request) -> web.Response:
             "pid": os.getpid(),
             "cycles_total": app[CYCLES].total,
             "cycles": [c.as_dict() for c in cycles],
-            "pool": app[STORE].monitor.snapshot().as_dict(),
+            "pool": registry.monitor.snapshot().as_dict(),
             "sessions": registry.accounting(),
-            "config": config.reported() | {"executor_threads": app[STORE].executor_threads},
+            "config": config.reported() | registry.describe(),
         }
     )
 
@@ -101,8 +101,8 @@ def _process_stats(app: Any) -> dict[str, Any]:
         open_fds = len(os.listdir("/proc/self/fd"))
     except (OSError, ValueError, IndexError):  # no /proc on this platform
         pass
-    pool = app[STORE].engine.pool
     registry = app[REGISTRY]
+    pool = registry.monitor.pool
     return {
         "pid": os.getpid(),
         "rss_bytes": rss_bytes,
@@ -131,8 +131,8 @@ async def admin_hold_connections(request: web.Request) -> web.Response:
         body = json.loads(await request.read() or b"{}")
     except (ValueError, RecursionError):
         return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
-    store = request.config_dict[STORE]
-    limit = store.monitor.limit
+    registry = request.config_dict[REGISTRY]
+    limit = registry.monitor.limit
     if not isinstance(body, dict) or set(body) - {"seconds", "connections"}:
         return json_error(400, "expected an object with seconds and optionally connections", mcp.INVALID_PARAMS)
     seconds = finite_number(body.get("seconds"))
@@ -143,7 +143,7 @@ async def admin_hold_connections(request: web.Request) -> web.Response:
         return json_error(400, f"connections must be an integer in [1, {limit}]", mcp.INVALID_PARAMS)
 
     async def hold() -> None:
-        held = await store.hold_connections(count, seconds)
+        held = await registry.hold_connections(count, seconds)
         log.warning("held %d of %d pooled connections for %.1f s", held, count, seconds)
 
     spawn(request.config_dict, hold())

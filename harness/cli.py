@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "observe": ("harness.commands.observe",
                 "watch a gateway's Postgres read-only and infer its cleanup cycles and pool from the database alone"),
     "soak": ("harness.commands.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
+    "contextforge": ("harness.commands.contextforge",
+                     "build the Python >= 3.12 environment for --registry contextforge"),
 }
 
 EXIT_OK = 0

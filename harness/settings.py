@@ -131,6 +131,10 @@ HARNESS_SETTINGS: tuple[Setting, ...] = (
             "latency inside Postgres per refresh statement (server) or per round trip with a TCP proxy (proxy)",
             choices=LATENCY_MODES),
     Setting("log_dir", "stack", Path, None, "keep gateway logs here", reported=False),
+    Setting("contextforge_version", "stack", _text, "1.1.0", "--registry contextforge: the release to run (its "
+            "environment is built by 'harness contextforge setup --version V')", reported=False),
+    Setting("contextforge_source", "stack", Path, None, "--registry contextforge: run the environment built by "
+            "'harness contextforge setup --source PATH' instead", reported=False),
     Setting("state", "stack", Path, None, "where to record the addresses for 'harness latency'", reported=False),
     # run: how a harness run is driven and where it writes
     Setting("gateway_url", "run", _text, None, "measure this running gateway instead of starting one (add --db-url "
@@ -181,9 +185,16 @@ LOCUSTFILE_KNOBS: tuple[str, ...] = ("session_lifetime", "abrupt_ratio", "abando
                                      "observe_db_url")
 """The locustfile's own options (Locust has users, spawn rate and run time itself)."""
 
-GRID_KNOBS: tuple[str, ...] = ("strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size",
-                               "max_overflow", "executor_threads", "batch_size")
+GRID_KNOBS: tuple[str, ...] = ("registry_name", "strategy", "driver", "sessions", "max_concurrent", "db_latency_ms",
+                               "pool_size", "max_overflow", "executor_threads", "batch_size")
 """The knobs bench and sweep take as comma-separated lists: the axes of a grid."""
+
+CONTEXTFORGE_KNOBS: tuple[str, ...] = ("contextforge_version", "contextforge_source")
+"""Which environment ``--registry contextforge`` runs in."""
+
+NOT_GIVEN: dict[str, Any] = {"strategy": None, "driver": None, "batch_size": None, "executor_threads": None}
+"""Command-line defaults of the knobs whose absence matters: the sim-only ones (refused for contextforge, else the
+table's defaults) and ``--executor-threads`` (not given: Python's default executor)."""
 
 
 def rows(names: Iterable[str]) -> list[Setting]:

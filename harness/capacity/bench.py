@@ -1,15 +1,20 @@
 """Measure cleanup cycles directly, in-process, on real Postgres, beside the model's prediction.
 
-Each point registers N synthetic sessions (transports that report connected) in a real
-SessionRegistry, calibrates one refresh (``L_refresh``) and one phase-1 check in the same run, runs a
-warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
+Each point registers N synthetic sessions (transports that report connected) in a real registry
+(``--registry sim``, this project's, or ``contextforge``, ContextForge's own, measured in its environment's Python
+in a process of its own), calibrates one refresh (``L_refresh``, the registry's own) and one phase-1 check in the
+same run, runs a warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
+``--strategy``, ``--driver`` and ``--batch-size`` apply to sim points; contextforge points run what upstream does
+(``bounded``, ``thread``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -19,12 +24,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
-from gateway_sim.config import RegistryConfig, StoreConfig
+from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
 from gateway_sim.pool_monitor import percentile
-from gateway_sim.registry import SessionRegistry
+from gateway_sim.registry_api import Registry, create_registry
+from gateway_sim.settings import CONTEXTFORGE_FIXED, SIM_ONLY, STRATEGIES
 from gateway_sim.transports import SyntheticTransport
 from harness.capacity.model import ModelInput, ModelResult, model_input, predict
-from harness.scenario.calibrate import calibrate_store
+from harness.errors import UsageError
+from harness.scenario.calibrate import calibrate_registry
 from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS
 from harness.sut.dbsync import sync_session
 
@@ -49,11 +56,13 @@ class BenchPoint:
     pool_timeout: float = _default("pool_timeout")
     executor_threads: int = _default("executor_threads")
     batch_size: int = _default("batch_size")
+    registry_name: str = "sim"
 
     def model_input(self, refresh_ms: float, check_ms: float, max_connections: int,
                     reserved_connections: int) -> ModelInput:
         """The model's input for this point with the given costs and server limits."""
-        return model_input({**asdict(self), "reserved_connections": reserved_connections},
+        knobs = {k: v for k, v in asdict(self).items() if k != "registry_name"}
+        return model_input({**knobs, "reserved_connections": reserved_connections},
                            sessions=self.sessions, refresh_ms=refresh_ms, check_ms=check_ms,
                            max_connections=max_connections)
 
@@ -81,6 +90,7 @@ class BenchRow:
     check_ms: float | None
     skipped: bool
     note: str = ""
+    registry: str = "sim"
     cycles_ms: list[float] = field(default_factory=list)
     max_inflight: int = 0
     pool_exhausted_fraction: float = 0.0
@@ -102,8 +112,9 @@ def expand(points: dict[str, Sequence[Any]], fixed: dict[str, Any]) -> list[Benc
             for combo in itertools.product(*(points[n] for n in names))]
 
 
-def _truncate(session: Session) -> None:
-    session.execute(text("TRUNCATE mcp_sessions CASCADE"))
+def _drop_session_tables(session: Session) -> None:
+    """Each point starts on tables created by its own registry from its own model."""
+    session.execute(text("DROP TABLE IF EXISTS mcp_messages, mcp_sessions CASCADE"))
     session.commit()
 
 
@@ -111,7 +122,7 @@ def _reserved_connections(session: Session) -> int:
     return int(session.execute(text("SELECT current_setting('superuser_reserved_connections')::int")).scalar_one())
 
 
-async def _check_ms(registry: SessionRegistry) -> float:
+async def _check_ms(registry: Registry) -> float:
     """Mean cost of one phase-1 check, measured on this point's transports."""
     started = time.perf_counter()
     for transport in registry.sessions.values():
@@ -140,30 +151,38 @@ def nominal(point: BenchPoint, limits: ServerLimits = ServerLimits()) -> ModelRe
                                      limits.reserved_connections))
 
 
+def point_config(point: BenchPoint, db_url: str) -> GatewayConfig:
+    """The gateway configuration a point's registry is built from."""
+    store = StoreConfig(db_url=db_url, driver=point.driver, pool_size=point.pool_size,
+                        max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
+                        executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
+    registry = RegistryConfig(strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size)
+    contextforge = point.registry_name == "contextforge"
+    return GatewayConfig(store=store, registry=registry, worker_id="bench", registry_name=point.registry_name,
+                         loop_executor_threads=point.executor_threads if contextforge else None)
+
+
 async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> BenchRow:
-    """Run one point on a fresh table and return its row."""
-    config = StoreConfig(db_url=db_url, driver=point.driver, pool_size=point.pool_size,
-                         max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
-                         executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
-    store = st.open_store(config)
+    """Run one point on fresh tables, in this process, and return its row."""
+    with sync_session(db_url, application_name="mcp-loadtest-bench") as session:
+        _drop_session_tables(session)
+    registry = create_registry(point_config(point, db_url))
     try:
+        await registry.start()
+        store = registry.store
         await store.run(st.create_schema)
-        await store.run(_truncate)
         await store.run(st.set_fault_knobs, point.db_latency_ms, point.db_jitter_ms, 0.0)
         max_connections = int((await store.run(st.db_activity))["max_connections"])
         reserved = await store.run(_reserved_connections)
-        registry = SessionRegistry(store, RegistryConfig(
-            strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size,
-        ), worker_id="bench")
         await registry.add_sessions([SyntheticTransport() for _ in range(point.sessions)])
         await registry.run_cleanup_cycle()  # warm-up: opens the pool's connections
-        refresh_ms = (await calibrate_store(store)).refresh_ms
+        refresh_ms = (await calibrate_registry(registry)).refresh_ms
         check_ms = await _check_ms(registry)
-        before = store.monitor.snapshot()
+        before = registry.monitor.snapshot()
         records = [await registry.run_cleanup_cycle() for _ in range(repeats)]
-        after = store.monitor.snapshot()
+        after = registry.monitor.snapshot()
     finally:
-        await store.close()
+        await registry.stop()
     totals = [r.total_ms for r in records]
     measured = statistics.median(totals)
     result = predict(point.model_input(refresh_ms, check_ms, max_connections, reserved))
@@ -185,8 +204,27 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         wait_ms_p95=max(r.pool.wait_ms_p95 for r in records),
         pool_timeouts=sum(r.pool.timeouts for r in records),
         executor_queue_peak=max(r.pool.executor_queue_peak for r in records),
-        errors=sum(r.refresh_errors for r in records),
+        errors=sum(r.refresh_errors for r in records), registry=point.registry_name,
     )
+
+
+def measure_in_env(point: BenchPoint, db_url: str, repeats: int, python: str) -> BenchRow:
+    """Measure a point in a process of the given interpreter (the contextforge environment's)."""
+    payload = json.dumps({"point": asdict(point), "db_url": db_url, "repeats": repeats})
+    out = subprocess.run([python, "-m", "harness.capacity.bench_point"], input=payload, capture_output=True,
+                         text=True, check=False, timeout=3600)
+    if out.returncode != 0:
+        tail = " | ".join(out.stderr.strip().splitlines()[-2:]) or f"exit {out.returncode}"
+        raise RuntimeError(f"{point.registry_name} point N={point.sessions} failed: {tail}")
+    return BenchRow(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def measure(point: BenchPoint, db_url: str, repeats: int, pythons: Mapping[str, str] | None = None) -> BenchRow:
+    """A point measured where its registry lives: in this process, or in its environment's interpreter."""
+    python = (pythons or {}).get(point.registry_name)
+    if python is not None:
+        return measure_in_env(point, db_url, repeats, python)
+    return asyncio.run(measure_point(point, db_url, repeats))
 
 
 def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
@@ -198,12 +236,16 @@ def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
         executor_threads=point.executor_threads if point.driver == "thread" else None,
         batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(result.model_ms, 3),
         model_ratio=None, c_eff=result.c_eff, binding=result.binding, refresh_ms=None, check_ms=None,
-        skipped=True, note=note,
+        skipped=True, note=note, registry=point.registry_name,
     )
 
 
-def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float) -> list[BenchRow]:
-    """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``."""
+def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float,
+               pythons: Mapping[str, str] | None = None) -> list[BenchRow]:
+    """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``.
+
+    ``pythons`` maps a registry to the interpreter its points run in (``contextforge`` to its environment's).
+    """
     rows = []
     limits = server_limits(db_url)
     for point in points:
@@ -212,7 +254,7 @@ def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seco
             note = f"model {predicted.model_ms / 1000:.0f} s > --max-point-seconds {max_seconds:g}"
             rows.append(skipped_row(point, predicted, note))
             continue
-        rows.append(asyncio.run(measure_point(point, db_url, repeats)))
+        rows.append(measure(point, db_url, repeats, pythons))
     return rows
 
 
@@ -223,19 +265,39 @@ def speedups(rows: Sequence[BenchRow]) -> list[str]:
     for row in rows:
         if row.measured_ms is None:
             continue
-        key = (row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads)
+        key = (row.registry, row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads)
         by_key.setdefault(key, {})[f"{row.strategy}@{row.max_concurrent}"] = row
-    for (driver, sessions, latency, *_), group in by_key.items():
+    for (registry, driver, sessions, latency, *_), group in by_key.items():
         bounded = [r for k, r in group.items() if k.startswith("bounded@")]
         for base in bounded:
             for other_name in ("batched", "sequential", "gather"):
                 for other in (r for k, r in group.items() if k.startswith(f"{other_name}@")):
                     ratio = (base.measured_ms or 0) / max(other.measured_ms or 0, 1e-9)
                     lines.append(
-                        f"{driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
+                        f"{registry} {driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
                         f"{base.measured_ms:.1f} ms / {other_name} {other.measured_ms:.1f} ms = {ratio:.2f}×"
                     )
+    return lines + parity(rows)
+
+
+def parity(rows: Sequence[BenchRow]) -> list[str]:
+    """contextforge vs sim, measured side by side at the same knobs (both bounded on threads)."""
+    sim = {_parity_key(r): r for r in rows if r.registry == "sim" and r.measured_ms is not None}
+    lines = []
+    for row in rows:
+        other = sim.get(_parity_key(row))
+        if row.registry != "contextforge" or row.measured_ms is None or other is None:
+            continue
+        lines.append(f"N={row.sessions} L={row.db_latency_ms:g} ms c={row.max_concurrent}: contextforge "
+                     f"{row.measured_ms:.1f} ms / sim {other.measured_ms:.1f} ms = "
+                     f"{row.measured_ms / max(other.measured_ms or 0, 1e-9):.3f}× (refresh {row.refresh_ms} vs "
+                     f"{other.refresh_ms} ms)")
     return lines
+
+
+def _parity_key(row: BenchRow) -> tuple[Any, ...]:
+    return (row.strategy, row.driver, row.sessions, row.max_concurrent, row.db_latency_ms, row.pool_size,
+            row.max_overflow, row.executor_threads)
 
 
 def render(rows: Sequence[BenchRow]) -> None:
@@ -244,12 +306,13 @@ def render(rows: Sequence[BenchRow]) -> None:
     from rich.table import Table
 
     table = Table(title="cleanup cycle: measured vs model")
-    for col in ("strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model",
+    for col in ("registry", "strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model",
                 "c_eff", "binding", "pool peak", "waiters", "note"):
-        table.add_column(col, justify="left" if col in ("strategy", "driver", "binding", "note") else "right")
+        table.add_column(col, justify="left" if col in ("registry", "strategy", "driver", "binding", "note")
+                         else "right")
     for r in rows:
         table.add_row(
-            r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}",
+            r.registry, r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}",
             "-" if r.measured_ms is None else f"{r.measured_ms:.1f}", f"{r.model_ms:.1f}",
             "-" if r.model_ratio is None else f"{r.model_ratio:.3f}", str(r.c_eff), r.binding,
             str(r.checked_out_peak), str(r.waiters_peak), r.note,
@@ -264,6 +327,8 @@ def points_from_args(values: Any) -> list[BenchPoint]:
     """The grid a namespace or mapping of knobs describes: the grid knobs are lists, the rest single values
     (executor sizes vary only for the thread driver)."""
     knobs = values if isinstance(values, Mapping) else vars(values)
+    sim_only = sim_only_knobs(knobs.get("registry_name") or ["sim"], {name: knobs.get(name) for name in SIM_ONLY})
+    knobs = {**knobs, **sim_only, "registry_name": knobs.get("registry_name") or ["sim"]}
     lists = {name: list(knobs[name]) for name in GRID_KNOBS}
     points = expand(lists, {"db_jitter_ms": knobs["db_jitter_ms"], "pool_timeout": knobs["pool_timeout"]})
     return collapse(points, executor_threads=lists["executor_threads"][0], max_concurrent=lists["max_concurrent"][0],
@@ -280,6 +345,9 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
     """
     unique: dict[BenchPoint, None] = {}
     for p in points:
+        if p.registry_name == "contextforge":  # what upstream does, whatever the sim points try
+            p = replace(p, strategy=CONTEXTFORGE_FIXED["strategy"], driver=CONTEXTFORGE_FIXED["driver"],
+                        batch_size=CONTEXTFORGE_FIXED["batch_size"])
         if p.driver != "thread" or p.strategy in ("sequential", "batched"):
             p = replace(p, executor_threads=executor_threads)
         if p.strategy != "bounded":  # only the bounded strategy has a semaphore
@@ -288,3 +356,38 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
             p = replace(p, batch_size=batch_size)
         unique.setdefault(p, None)
     return list(unique)
+
+
+SIM_GRID_DEFAULTS: dict[str, list[Any]] = {"strategy": list(STRATEGIES), "driver": ["async"], "batch_size": [500]}
+"""The sim-only grid knobs when not given: every strategy, the async driver, batches of 500."""
+
+
+def sim_only_knobs(registries: Sequence[str], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults for the sim-only grid knobs not given; a ``UsageError`` naming the flag if one is given to a
+    contextforge-only grid. ``given`` maps ``strategy``/``driver``/``batch_size`` to a list or None."""
+    if set(registries) == {"contextforge"}:
+        for name, value in given.items():
+            if value is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} does not apply to --registry contextforge (its registry always refreshes "
+                                 "with a bounded gather of ORM calls in threads)")
+    return {name: value if value is not None else SIM_GRID_DEFAULTS[name] for name, value in given.items()}
+
+
+def registry_pythons(registries: Iterable[str], version: str, source: Any) -> dict[str, str]:
+    """The interpreter of each registry that does not run in this one (a ``UsageError`` if its environment is
+    missing: checked before anything starts)."""
+    if "contextforge" not in set(registries):
+        return {}
+    from harness.sut.contextforge_env import find_env
+
+    return {"contextforge": find_env(version, source).python}
+
+
+def registry_package_versions(pythons: Mapping[str, str], version: str, source: Any) -> dict[str, str]:
+    """``{"mcp-contextforge-gateway": "1.1.0"}`` when contextforge points ran."""
+    if "contextforge" not in pythons:
+        return {}
+    from harness.sut.contextforge_env import PACKAGE, find_env
+
+    return {PACKAGE: find_env(version, source).version}

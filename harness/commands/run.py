@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import settings
-from harness.commands.options import add_database_options, add_gateway_options
+from harness.commands.options import add_database_options, add_gateway_options, refuse_sim_only_flags
 from harness.faults.spec import fault_spec
 from harness.scenario.config import RUN_DEFAULTS, RunConfig
 from harness.scenario.results import RunSummary
@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] |
 
 def config_from_args(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> RunConfig:
     """The frozen run configuration of the parsed flags (bad values: :class:`~harness.errors.UsageError`)."""
+    refuse_sim_only_flags(args)
     return RunConfig.build(vars(args), defaults=defaults, faults=args.fault, gateway_urls=args.gateway_url or (),
                            out_dir=args.out, gate=args.gate, progress=not args.no_progress)
 

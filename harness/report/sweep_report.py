@@ -22,10 +22,11 @@ PLOTS = {"cycle_vs_sessions.png": "Cycle time vs sessions (log–log; solid: mea
          "model_ratio.png": "Measured / model per point (colour: the binding constraint)",
          "heatmap_p95.png": "Cycle p95 over max_concurrent × pool_size (bounded strategy, the N with the fullest grid)",
          "pool_saturation.png": "Pool saturation per point: time exhausted, connections checked out, wait p95"}
-TABLE_COLUMNS = ("strategy", "driver", "sessions", "db_latency_ms", "max_concurrent", "executor_threads", "pool_size",
-                 "max_overflow", "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff", "binding",
-                 "pool_exhausted_fraction", "checked_out_peak", "waiters_peak", "wait_ms_p95", "pool_timeouts",
-                 "errors", "note")
+TABLE_COLUMNS = ("registry_name", "strategy", "driver", "sessions", "db_latency_ms", "max_concurrent",
+                 "executor_threads",
+                 "pool_size", "max_overflow", "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff",
+                 "binding", "pool_exhausted_fraction", "checked_out_peak", "waiters_peak", "wait_ms_p95",
+                 "pool_timeouts", "errors", "note")
 
 
 def measured(rows: Sequence[Row]) -> list[Row]:
@@ -35,6 +36,8 @@ def measured(rows: Sequence[Row]) -> list[Row]:
 def label(row: Row, with_point: bool = True) -> str:
     """A short name of the row's configuration (and, with ``with_point``, its driver, N and latency)."""
     parts = [str(row["strategy"])]
+    if (row.get("registry_name") or "sim") != "sim":
+        parts.insert(0, str(row["registry_name"]))
     if row.get("max_concurrent") is not None:
         parts.append(f"c={row['max_concurrent']}")
     if row.get("executor_threads") is not None:
@@ -101,7 +104,7 @@ def plot_cycle_vs_sessions(rows: Sequence[Row], path: Path) -> None:
     panels = _groups(rows, "driver", "db_latency_ms")
     configs = {key: group for key, group in _groups(rows, "driver", "db_latency_ms", "strategy", "max_concurrent",
                                                     "executor_threads", "pool_size", "max_overflow",
-                                                    "batch_size").items()}
+                                                    "batch_size", "registry_name").items()}
     most = max(sum(1 for key in configs if key[:2] == panel) for panel in panels)
     palette = plt.get_cmap("tab10" if most <= 10 else "tab20")
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4 + 0.16 * most), squeeze=False)

@@ -14,14 +14,16 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway_sim.config import gateway_config
-from gateway_sim.settings import config_values, gateway_argv
+from gateway_sim.settings import config_values, default_executor_threads, fill_registry_knobs, gateway_argv
 from harness import settings
+from harness.commands.options import gateway_python
 from harness.errors import UsageError
 from harness.faults.spec import FaultSpec, check_fits
 from harness.scenario.locust_proc import LocustOptions
 
 RUN_KNOBS: tuple[str, ...] = (*settings.GATEWAY_KNOBS, "gateway_workers", "db", "docker_image", "db_url",
-                              "max_connections", "latency_mode", *settings.LOAD_KNOBS, "drain")
+                              "max_connections", "latency_mode", *settings.LOAD_KNOBS, "drain",
+                              *settings.CONTEXTFORGE_KNOBS)
 """The knobs of a run, in the order ``summary.json``'s ``config`` lists them."""
 
 RUN_DEFAULTS: dict[str, Any] = {**settings.HARNESS_DEFAULTS, "session_ttl": 30.0, "db_latency_ms": 10.0}
@@ -57,12 +59,18 @@ class RunConfig:
         knobs.update(RUN_DEFAULTS)
         knobs.update(defaults or {})
         knobs.update({k: v for k, v in values.items() if k in knobs})
+        fill_registry_knobs(knobs)
+        if knobs.get("executor_threads") is None:
+            # not given: contextforge keeps Python's default executor (nothing forwarded); sim sizes its own to it
+            knobs["executor_threads"] = None if knobs.get("registry_name") == "contextforge" \
+                else default_executor_threads()
         if knobs.get("drain") is None:
             knobs["drain"] = min(MAX_DRAIN_SECONDS, 2 * knobs["cleanup_interval"] + 1)
         if gate is not None and not Path(gate).is_file():
             raise UsageError(f"--gate file {gate} does not exist")
+        gateway_python(knobs)  # a missing contextforge environment: UsageError naming the setup command
         try:
-            gateway_config(knobs)
+            gateway_config({**knobs, "executor_threads": knobs["executor_threads"] or default_executor_threads()})
             settings.check(knobs)
             LocustOptions.from_knobs(knobs)
         except ValueError as exc:
@@ -115,4 +123,14 @@ class RunConfig:
         values["db"] = self.db_label
         if values["db"] != "docker":
             values["docker_image"] = None
+        if values.get("executor_threads") is None:  # Python's default executor
+            values["executor_threads"] = default_executor_threads()
         return values
+
+    def registry_versions(self) -> dict[str, str]:
+        """The registry's own package and version when it is not this project (``mcp-contextforge-gateway``)."""
+        if self.knobs.get("registry_name") != "contextforge":
+            return {}
+        from harness.sut.contextforge_env import PACKAGE, find_env
+
+        return {PACKAGE: find_env(self.knobs["contextforge_version"], self.knobs["contextforge_source"]).version}

@@ -166,8 +166,10 @@ class Run:
     def _calibrate(self, config: dict[str, Any]) -> Calibration | None:
         if not self.stack.db_url:
             return None
+        # contextforge refreshes with a pre-ping on each checkout: the calibrated refresh pays it too
         return calibrate(StoreConfig(db_url=self.stack.gateway_db_url, driver=config["driver"],
                                      executor_threads=config["executor_threads"] or 1,
+                                     pool_pre_ping=config.get("registry_name") == "contextforge",
                                      application_name="mcp-loadtest-calibration"))
 
     def _leak_check(self) -> tuple[int | None, int | None]:
@@ -208,7 +210,7 @@ class Run:
                             f"max_connections {pool.max_connections}")
         summary = RunSummary(
             config=config,
-            versions=package_versions(),
+            versions={**package_versions(), **self.config.registry_versions()},
             cleanup=cleanup_summary(data, calibration, models),
             pool=pool,
             sessions=sessions_summary(data, read_jsonl(sorted(self.logs.glob("gateway-sessions-*.jsonl"))),
@@ -229,7 +231,9 @@ class Run:
         out = self.config.out_dir
         document = summary.to_json()
         write_json(out / "summary.json", document)
-        write_json(out / "manifest.json", build_manifest({"config": summary.config}))
+        manifest = build_manifest({"config": summary.config})
+        manifest["versions"].update(self.config.registry_versions())  # the registry's own package, if not ours
+        write_json(out / "manifest.json", manifest)
         write_csv(out / "cycles.csv", cycle_rows(data.cycles, models))
         write_csv(out / "pool.csv", data.pool_samples)
         write_csv(out / "pg_activity.csv", data.pg_samples)

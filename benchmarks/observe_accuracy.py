@@ -14,31 +14,15 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from gateway_sim.settings import list_of
+from gateway_sim.settings import list_type
+from harness.cli import CliParser
 from harness.observe.validate import Point, run_point
-from harness.settings import STRATEGIES
+from harness.settings import SETTINGS
 
 HEADER = ("| N | L ms | strategy | true | observed | matched | recall | precision | error ms p50 / p95 "
           "| within 10 % or 50 ms | true cycle ms p50 | sweep + phase 1 ms p50 | starts from a caught sweep |")
-
-
-def _at_least(low: float) -> Callable[[float], None]:
-    def check(value: float) -> None:
-        if value < low:
-            raise ValueError(f"must be >= {low:g}")
-
-    return check
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[str], None]:
-    def check(value: str) -> None:
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-
-    return check
 
 
 def _p50(values: list[float]) -> float | None:
@@ -46,11 +30,10 @@ def _p50(values: list[float]) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=list_of(int, _at_least(1)), default=[100, 1000, 5000])
-    parser.add_argument("--latency-ms", type=list_of(float, _at_least(0)), default=[5.0, 50.0])
-    parser.add_argument("--strategy", type=list_of(str, _one_of(STRATEGIES), name="strategy"),
-                        default=["bounded", "batched"])
+    parser = CliParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=list_type(SETTINGS["sessions"]), default=[100, 1000, 5000])
+    parser.add_argument("--latency-ms", type=list_type(SETTINGS["db_latency_ms"]), default=[5.0, 50.0])
+    parser.add_argument("--strategy", type=list_type(SETTINGS["strategy"]), default=["bounded", "batched"])
     parser.add_argument("--cycles", type=int, default=6, help="true cycles to wait for per point (default 6)")
     parser.add_argument("--cleanup-interval", type=float, default=3.0, help="gateway's --cleanup-interval, s")
     parser.add_argument("--churn-users", type=int, default=20, help="Locust users churning meanwhile")

@@ -23,7 +23,7 @@ from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig, RegistryConfig
 from gateway_sim.metrics import CycleLog, CycleRecord, GatewayMetrics
 from gateway_sim.pool_monitor import PoolMonitor
-from gateway_sim.registry_api import SessionListener
+from gateway_sim.registry_api import SessionListener, session_accounting
 from gateway_sim.store import SessionStore, open_store
 from gateway_sim.transports import Transport
 
@@ -224,14 +224,7 @@ class SessionRegistry:
 
     def accounting(self) -> dict[str, Any]:
         """created = removed + active, by transport kind and by removal reason."""
-        return {
-            "created": sum(self.created.values()),
-            "created_by_transport": dict(self.created),
-            "removed": sum(self.removed.values()),
-            "removed_by_reason": dict(self.removed),
-            "active": len(self.sessions),
-            "active_persistent": sum(1 for t in self.sessions.values() if t.persistent),
-        }
+        return session_accounting(self.created, self.removed, self.sessions)
 
     # -- cleanup -------------------------------------------------------------------------------
     async def _counted(self, refresh: Awaitable[T]) -> T:

@@ -99,6 +99,19 @@ BUILT_IN: dict[str, str] = {
 }
 
 
+def session_accounting(created: Mapping[str, int], removed: Mapping[str, int],
+                       sessions: Mapping[str, Transport]) -> dict[str, Any]:
+    """created = removed + active, by transport kind and by removal reason: what ``accounting()`` returns."""
+    return {
+        "created": sum(created.values()),
+        "created_by_transport": dict(created),
+        "removed": sum(removed.values()),
+        "removed_by_reason": dict(removed),
+        "active": len(sessions),
+        "active_persistent": sum(1 for t in sessions.values() if t.persistent),
+    }
+
+
 def load_factory(name: str) -> RegistryFactory:
     """The factory ``--registry name`` selects (built-in or ``package.module:factory``)."""
     validate_registry_name(name)

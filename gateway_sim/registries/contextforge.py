@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from gateway_sim.config import GatewayConfig, StoreConfig, default_executor_threads
 from gateway_sim.metrics import CycleLog, CycleRecord
 from gateway_sim.pool_monitor import PoolMonitor
-from gateway_sim.registry_api import SessionListener
+from gateway_sim.registry_api import SessionListener, session_accounting
 from gateway_sim.store import SCHEMA_LOCK_KEY, open_store
 from gateway_sim.transports import Transport
 
@@ -396,14 +396,7 @@ class ContextForgeRegistry:
 
     def accounting(self) -> dict[str, Any]:
         """created = removed + active, by transport kind and by removal reason."""
-        return {
-            "created": sum(self.created.values()),
-            "created_by_transport": dict(self.created),
-            "removed": sum(self.removed.values()),
-            "removed_by_reason": dict(self.removed),
-            "active": len(self._local),
-            "active_persistent": sum(1 for t in self._local.values() if t.persistent),
-        }
+        return session_accounting(self.created, self.removed, self._local)
 
     async def hold_connections(self, count: int, seconds: float) -> int:
         """The pool-exhaust fault on upstream's engine: ``count`` connections checked out for ``seconds``."""

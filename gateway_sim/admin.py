@@ -21,6 +21,7 @@ from gateway_sim import store as st
 from gateway_sim.allocator import heap_stats
 from gateway_sim.appkeys import CONFIG, CYCLES, REGISTRY, STORE, spawn
 from gateway_sim.costs import DEFAULT_SAMPLES, MAX_SAMPLES, measure_costs
+from gateway_sim.registry import SessionRegistry
 from gateway_sim.responses import HttpJsonRpc, finite_number, int_query, json_error
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ async def admin_cycles(request: web.Request) -> web.Response:
             "pid": os.getpid(),
             "cycles_total": app[CYCLES].total,
             "cycles": [c.as_dict() for c in cycles],
-            "pool": app[STORE].monitor.snapshot().as_dict(),
+            "pool": registry.monitor.snapshot().as_dict(),
             "sessions": registry.accounting(),
-            "config": config.reported() | {"executor_threads": app[STORE].executor_threads},
+            "config": config.reported() | registry.describe(),
         }
     )
 
@@ -102,8 +103,8 @@ def _process_stats(app: Any) -> dict[str, Any]:
         open_fds = len(os.listdir("/proc/self/fd"))
     except (OSError, ValueError, IndexError):  # no /proc on this platform
         pass
-    pool = app[STORE].engine.pool
     registry = app[REGISTRY]
+    pool = registry.monitor.pool
     return {
         "pid": os.getpid(),
         "rss_bytes": rss_bytes,
@@ -132,8 +133,8 @@ async def admin_hold_connections(request: web.Request) -> web.Response:
         body = json.loads(await request.read() or b"{}")
     except (ValueError, RecursionError):
         return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
-    store = request.config_dict[STORE]
-    limit = store.monitor.limit
+    registry = request.config_dict[REGISTRY]
+    limit = registry.monitor.limit
     if not isinstance(body, dict) or set(body) - {"seconds", "connections"}:
         return json_error(400, "expected an object with seconds and optionally connections", mcp.INVALID_PARAMS)
     seconds = finite_number(body.get("seconds"))
@@ -144,7 +145,7 @@ async def admin_hold_connections(request: web.Request) -> web.Response:
         return json_error(400, f"connections must be an integer in [1, {limit}]", mcp.INVALID_PARAMS)
 
     async def hold() -> None:
-        held = await store.hold_connections(count, seconds)
+        held = await registry.hold_connections(count, seconds)
         log.warning("held %d of %d pooled connections for %.1f s", held, count, seconds)
 
     spawn(request.config_dict, hold())
@@ -194,7 +195,10 @@ async def admin_calibrate(request: web.Request) -> web.Response:
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
         return json_error(400, f"samples must be an integer in [1, {MAX_SAMPLES}]", mcp.INVALID_PARAMS)
     app = request.config_dict
-    costs = await measure_costs(app[STORE], app[CONFIG].registry, samples)
+    registry = app[REGISTRY]
+    if not isinstance(registry, SessionRegistry):
+        return json_error(501, "CPU calibration runs the sim registry's cleanup; this gateway hosts another")
+    costs = await measure_costs(registry.store, registry.config, samples)
     return web.json_response({"worker": app[CONFIG].worker_id, **costs.as_dict()})
 
 

@@ -20,10 +20,9 @@ from gateway_sim import store as st
 from gateway_sim.admin import create_admin_app
 from gateway_sim.appkeys import CONFIG, CYCLES, METRICS, REGISTRY, STORE, TASKS, spawn
 from gateway_sim.config import GatewayConfig
-from gateway_sim.metrics import CycleLog, GatewayMetrics, SessionEventLog
-from gateway_sim.registry import SessionRegistry
+from gateway_sim.metrics import GatewayMetrics, SessionEventLog
+from gateway_sim.registry_api import Registry, create_registry
 from gateway_sim.responses import HttpJsonRpc, json_error
-from gateway_sim.store import open_store
 from gateway_sim.transports import KEEPALIVE, KEEPALIVE_EVENT, SSETransport, StreamableHTTPTransport, sse_event
 
 log = logging.getLogger(__name__)
@@ -204,7 +203,7 @@ def _accepted(headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=_ACCEPTED_BODY, status=202, content_type="application/json", headers=headers)
 
 
-async def keepalive_timer(registry: SessionRegistry, interval: float) -> None:
+async def keepalive_timer(registry: Registry, interval: float) -> None:
     """One timer for every stream: each ``interval`` seconds an idle SSE stream gets a keepalive event."""
     while True:
         await asyncio.sleep(interval)
@@ -274,8 +273,7 @@ async def mcp_post_handler(request: web.Request) -> web.StreamResponse:
         if response is not None and "error" not in response:
             headers[SESSION_HEADER] = await registry.add_session(StreamableHTTPTransport())
     else:
-        if not await registry.store.touch(session_id):
-            await registry.remove_session(session_id, "missing", delete_row=False)
+        if not await registry.touch(session_id):
             return json_error(404, f"session {session_id} expired")
         response = await mcp.dispatch(rpc)
     if response is None:
@@ -321,7 +319,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus text format."""
     app = request.app
-    app[METRICS].observe_pool(app[STORE].monitor.snapshot(), len(app[REGISTRY].sessions))
+    app[METRICS].observe_pool(app[REGISTRY].monitor.snapshot(), len(app[REGISTRY].sessions))
     return web.Response(
         body=generate_latest(app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -330,20 +328,22 @@ async def metrics_handler(request: web.Request) -> web.Response:
 # --- app factory ----------------------------------------------------------------------------------------
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    store = open_store(config.store)
+    registry = create_registry(config)
     try:
-        await store.run(st.create_schema)
+        await registry.start()
+        store = registry.store
+        await store.run(st.create_schema)  # after the registry's own tables: the fault hooks attach to them
         if config.db_latency_ms is not None or config.db_jitter_ms is not None:
             await store.run(st.set_fault_knobs, config.db_latency_ms, config.db_jitter_ms, None)
         metrics = GatewayMetrics()
-        cycles = CycleLog(history=config.cycle_history, path=config.cycle_log)
-        registry = SessionRegistry(store, config.registry, cycles, metrics, worker_id=config.worker_id)
+        registry.listeners.append(metrics.observe_session)
+        registry.cycle_log.listeners.append(metrics.observe_cycle)
         session_log = SessionEventLog(config.session_log) if config.session_log else None
         if session_log is not None:
             registry.listeners.append(session_log)
         app[STORE] = store
         app[METRICS] = metrics
-        app[CYCLES] = cycles
+        app[CYCLES] = registry.cycle_log
         app[REGISTRY] = registry
         background = [asyncio.create_task(registry.run_forever(), name="cleanup-loop"),
                       asyncio.create_task(keepalive_timer(registry, config.sse_keepalive), name="sse-keepalive")]
@@ -357,7 +357,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         if session_log is not None:
             session_log.close()
     finally:
-        await store.close()
+        await registry.stop()
 
 
 async def _on_shutdown(app: web.Application) -> None:

@@ -10,12 +10,12 @@ from aiohttp import web
 
 from gateway_sim.config import GatewayConfig
 from gateway_sim.metrics import CycleLog, GatewayMetrics
-from gateway_sim.registry import SessionRegistry
+from gateway_sim.registry_api import Registry
 from gateway_sim.store import SessionStore
 
 CONFIG = web.AppKey("config", GatewayConfig)
 STORE = web.AppKey("store", SessionStore)
-REGISTRY = web.AppKey("registry", SessionRegistry)
+REGISTRY = web.AppKey("registry", Registry)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 CYCLES = web.AppKey("cycles", CycleLog)
 TASKS = web.AppKey("tasks", set)

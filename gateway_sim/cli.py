@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway_sim.allocator import pin_mmap_threshold
-from gateway_sim.config import GatewayConfig, gateway_config
-from gateway_sim.settings import GATEWAY_SETTINGS, add_settings
+from gateway_sim.config import GatewayConfig, gateway_cli_config
+from gateway_sim.settings import GATEWAY_SETTINGS, SIM_ONLY, add_settings
 
 READY_PREFIX = "gateway: "
 
@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="MCP gateway (SSE + Streamable HTTP) whose session registry runs the "
         "bounded-gather cleanup on Postgres.",
     )
-    add_settings(parser, GATEWAY_SETTINGS, required=("db_url",))
+    # None: not given (the sim-only knobs are refused by a contextforge gateway; see gateway_cli_config)
+    add_settings(parser, GATEWAY_SETTINGS, {name: None for name in (*SIM_ONLY, "executor_threads")},
+                 required=("db_url",))
     parser.add_argument(
         "--log-level",
         default="WARNING",
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = gateway_config(args)
+        config = gateway_cli_config(args)
     except ValueError as exc:
         parser.error(str(exc))
     try:

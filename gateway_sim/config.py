@@ -17,11 +17,23 @@ from gateway_sim.settings import (
     STRATEGIES,
     check_fields,
     default_executor_threads,
+    fill_registry_knobs,
+    refuse_sim_only,
     values_from,
 )
 
-__all__ = ["DRIVERS", "STRATEGIES", "GatewayConfig", "RegistryConfig", "StoreConfig", "default_executor_threads",
-           "gateway_config", "registry_config", "store_config"]
+__all__ = [
+    "DRIVERS",
+    "STRATEGIES",
+    "GatewayConfig",
+    "RegistryConfig",
+    "StoreConfig",
+    "default_executor_threads",
+    "gateway_cli_config",
+    "gateway_config",
+    "registry_config",
+    "store_config",
+]
 
 
 def _default(name: str) -> Any:
@@ -83,6 +95,9 @@ class GatewayConfig:
     worker_id: str = _default("worker_id")
     malloc_mmap_threshold: int = _default("malloc_mmap_threshold")
     loop: str = _default("loop")
+    registry_name: str = _default("registry_name")
+    #: the event loop's default executor size (``--executor-threads`` given); None leaves Python's default
+    loop_executor_threads: int | None = _default("loop_executor_threads")
 
     def __post_init__(self) -> None:
         check_fields(self, GATEWAY)
@@ -117,3 +132,15 @@ def gateway_config(values: Any, **overrides: Any) -> GatewayConfig:
     return GatewayConfig(store=store_config(values, **store_overrides),
                          registry=registry_config(values, **registry_overrides),
                          **values_from(values, _part("gateway"), **overrides))
+
+
+def gateway_cli_config(args: Any) -> GatewayConfig:
+    """:func:`gateway_config` for the gateway's own command line, where the sim-only knobs and
+    ``--executor-threads`` default to None (not given): refused for contextforge, else filled in; an
+    ``--executor-threads`` given also sizes the loop's default executor."""
+    refuse_sim_only(args)
+    values = fill_registry_knobs(dict(vars(args)))
+    values["loop_executor_threads"] = values.get("executor_threads")
+    if values.get("executor_threads") is None:
+        values["executor_threads"] = default_executor_threads()
+    return gateway_config(values)

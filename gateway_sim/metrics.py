@@ -139,6 +139,13 @@ class GatewayMetrics:
             )
         }
 
+    def observe_session(self, event: str, session_id: str, kind: str, reason: str) -> None:
+        """Count a session created (by transport) or removed (by reason): a registry session listener."""
+        if event == "created":
+            self.created.labels(transport=kind).inc()
+        elif event == "removed":
+            self.removed.labels(reason=reason).inc()
+
     def observe_cycle(self, record: CycleRecord) -> None:
         """Account one cycle record."""
         self.cycles.inc()

@@ -178,6 +178,19 @@ class PoolMonitor:
                 self._timeouts += 1
                 self._w_timeouts += 1
 
+    def wait_started(self) -> float:
+        """A caller starts waiting for a connection (for checkouts made inside code we do not own)."""
+        return self._wait_started()
+
+    def wait_ended(self, started: float, timed_out: bool = False) -> None:
+        """That caller got its connection (or timed out)."""
+        self._wait_ended(started, timed_out)
+
+    def wait_abandoned(self) -> None:
+        """That caller ended without checking a connection out: not a wait."""
+        with self._lock:
+            self._waiters = max(0, self._waiters - 1)
+
     def acquire(self, session: Session) -> None:
         """Check a connection out for ``session`` and time the wait (a sync call)."""
         started = self._wait_started()

@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from gateway_sim import store as st
-from gateway_sim.config import RegistryConfig
+from gateway_sim.config import GatewayConfig, RegistryConfig
 from gateway_sim.metrics import CycleLog, CycleRecord, GatewayMetrics
-from gateway_sim.store import SessionStore
+from gateway_sim.pool_monitor import PoolMonitor
+from gateway_sim.registry_api import SessionListener, session_accounting
+from gateway_sim.store import SessionStore, open_store
 from gateway_sim.transports import Transport
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,6 @@ STRATEGY_FUNCTIONS: dict[str, Callable[[Sequence[str], RefreshPlan], Awaitable[l
     "batched": refresh_batched,
 }
 
-SessionListener = Callable[[str, str, str, str], None]
-"""Called as ``listener(event, session_id, kind, reason)`` on ``created`` and ``removed``."""
 
 
 def _utc_now() -> str:
@@ -102,7 +102,10 @@ def _ms(seconds: float) -> float:
 
 
 class SessionRegistry:
-    """Local sessions of one gateway process, their rows in Postgres, and the cleanup cycle."""
+    """Local sessions of one gateway process, their rows in Postgres, and the cleanup cycle.
+
+    The ``sim`` implementation of :class:`gateway_sim.registry_api.Registry`.
+    """
 
     def __init__(
         self,
@@ -126,6 +129,39 @@ class SessionRegistry:
         self._inflight = 0
         self._inflight_peak = 0
         self._pending_deletes: set[str] = set()  # rows whose delete failed (database down): retried each cycle
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def monitor(self) -> PoolMonitor:
+        """Gauges of the store's pool."""
+        return self.store.monitor
+
+    async def start(self) -> None:
+        """Nothing to open: the gateway creates this registry's tables with its own schema."""
+
+    async def stop(self) -> None:
+        """Dispose of the store's engine and executor."""
+        await self.store.close()
+
+    def describe(self) -> dict[str, Any]:
+        """The knobs this registry runs with."""
+        return {"registry": "sim", "strategy": self.config.strategy, "driver": self.store.config.driver,
+                "executor_threads": self.store.executor_threads}
+
+    async def hold_connections(self, count: int, seconds: float) -> int:
+        """The pool-exhaust fault: hold ``count`` pooled connections for ``seconds``."""
+        return await self.store.hold_connections(count, seconds)
+
+    async def touch(self, session_id: str) -> bool:
+        """A request arrived: one UPDATE of ``last_accessed``; False (and the session removed) if no row."""
+        if await self.store.touch(session_id):
+            return True
+        await self.remove_session(session_id, "missing", delete_row=False)
+        return False
+
+    async def refresh_one(self, session_id: str) -> bool:
+        """The phase-2 refresh of one session (calibration)."""
+        return await self.store.refresh(session_id)
 
     # -- sessions ------------------------------------------------------------------------------
     def get(self, session_id: str) -> Transport | None:
@@ -188,14 +224,7 @@ class SessionRegistry:
 
     def accounting(self) -> dict[str, Any]:
         """created = removed + active, by transport kind and by removal reason."""
-        return {
-            "created": sum(self.created.values()),
-            "created_by_transport": dict(self.created),
-            "removed": sum(self.removed.values()),
-            "removed_by_reason": dict(self.removed),
-            "active": len(self.sessions),
-            "active_persistent": sum(1 for t in self.sessions.values() if t.persistent),
-        }
+        return session_accounting(self.created, self.removed, self.sessions)
 
     # -- cleanup -------------------------------------------------------------------------------
     async def _counted(self, refresh: Awaitable[T]) -> T:
@@ -357,3 +386,9 @@ class SessionRegistry:
                 await self.store.run(st.delete_sessions, session_ids)
             except Exception as exc:
                 log.warning("deleting %d rows at shutdown failed: %s", len(session_ids), exc)
+
+
+def create(config: GatewayConfig) -> SessionRegistry:
+    """The ``sim`` registry factory: a store of its own on ``config.store`` and the cleanup of ``config.registry``."""
+    cycles = CycleLog(history=config.cycle_history, path=config.cycle_log)
+    return SessionRegistry(open_store(config.store), config.registry, cycles, worker_id=config.worker_id)

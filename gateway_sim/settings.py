@@ -33,6 +33,43 @@ STRATEGIES = ("sequential", "gather", "bounded", "batched")
 DRIVERS = ("thread", "async")
 PHASE1_REMOVALS = ("per-session", "batched")
 LOOPS = ("asyncio", "uvloop")
+REGISTRIES = ("sim", "contextforge")
+"""Built-in registries; ``package.module:factory`` names your own (see :mod:`gateway_sim.registry_api`)."""
+SIM_ONLY = ("strategy", "driver", "batch_size")
+"""Knobs only the sim registry has: ``None`` on a command line means not given."""
+CONTEXTFORGE_FIXED = {"strategy": "bounded", "driver": "thread", "batch_size": 500}
+"""What ContextForge's registry does in their place: a bounded gather of ORM refreshes in threads."""
+
+
+def validate_registry_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a built-in registry or ``package.module:factory``."""
+    if name in REGISTRIES:
+        return
+    module, sep, attr = name.partition(":")
+    if not sep or not attr.isidentifier() or not all(part.isidentifier() for part in module.split(".")):
+        raise ValueError(f"--registry must be sim, contextforge or package.module:factory, got {name!r}")
+
+
+def refuse_sim_only(values: Any) -> None:
+    """``--strategy``, ``--driver`` or ``--batch-size`` given with ``--registry contextforge``: a ``ValueError``
+    naming the flag (its registry always refreshes with a bounded gather of ORM calls in threads)."""
+    get = values.get if isinstance(values, Mapping) else lambda name: getattr(values, name, None)
+    if get("registry_name") != "contextforge":
+        return
+    for name in SIM_ONLY:
+        if get(name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} does not apply to --registry contextforge (its registry always refreshes "
+                             "with a bounded gather of ORM calls in threads)")
+
+
+def fill_registry_knobs(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the sim-only knobs left unset filled in: the sim defaults, or what contextforge does."""
+    fixed = CONTEXTFORGE_FIXED if values.get("registry_name") == "contextforge" else None
+    for name in SIM_ONLY:
+        if values.get(name) is None:
+            values[name] = fixed[name] if fixed else GATEWAY[name].default_value()
+    return values
 
 
 def default_executor_threads() -> int:
@@ -163,6 +200,13 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("malloc_mmap_threshold", "gateway", int, DEFAULT_MMAP_THRESHOLD,
             "pin glibc's mmap threshold at this many bytes so freed large blocks go back to the OS; 0 leaves "
             "glibc's moving threshold, under which RSS creeps up with churn", validate=_mmap_threshold),
+    Setting("registry_name", "gateway", _text, "sim",
+            "the session registry the gateway hosts: sim (this project's), contextforge (ContextForge's own "
+            "SessionRegistry; needs 'harness contextforge setup') or package.module:factory",
+            flag_name="--registry", validate=validate_registry_name),
+    Setting("loop_executor_threads", "gateway", int, None, "size of the event loop's default executor (the "
+            "--executor-threads given to a contextforge gateway); None leaves Python's default", minimum=1,
+            forward=False, reported=False, command_line=False),
 )
 
 
@@ -273,10 +317,14 @@ def values_from(source: Any, rows: Iterable[Setting], **overrides: Any) -> dict[
 
 
 def gateway_argv(values: Mapping[str, Any]) -> list[str]:
-    """The ``python -m gateway_sim`` options for the forwarded gateway knobs in ``values``."""
+    """The ``python -m gateway_sim`` options for the forwarded gateway knobs in ``values``.
+
+    A contextforge gateway gets none of the sim-only knobs (it would refuse them).
+    """
     out: list[str] = []
+    skip = SIM_ONLY if values.get("registry_name") == "contextforge" else ()
     for row in GATEWAY_SETTINGS:
-        if not row.forward or row.name not in values:
+        if not row.forward or row.name not in values or row.name in skip:
             continue
         value = values[row.name]
         if row.switch:

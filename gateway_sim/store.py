@@ -127,14 +127,24 @@ FAULT_HOOK_DDL: tuple[str, ...] = (
     FOR EACH STATEMENT EXECUTE FUNCTION mcp_loadtest_refresh_hook()""",
 )
 
-_SCHEMA_LOCK_KEY = 727_001  # advisory lock: several gateway workers may create the schema at once
+SCHEMA_LOCK_KEY = 727_001  # advisory lock: several gateway workers may create the schema at once
+KNOB_DDL = FAULT_HOOK_DDL[:4]
+"""The knobs table and the hook function: what does not need ``mcp_sessions`` to exist yet."""
 
 
 def create_schema(session: Executor) -> None:
     """Create the tables and fault hooks if they are missing (safe for concurrent workers)."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     Base.metadata.create_all(session.connection() if isinstance(session, Session) else session)
     for statement in FAULT_HOOK_DDL:
+        session.execute(text(statement))
+    session.commit()
+
+
+def create_fault_knobs(session: Executor) -> None:
+    """Create the fault knobs only (for a registry that creates ``mcp_sessions`` from its own model)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    for statement in KNOB_DDL:
         session.execute(text(statement))
     session.commit()
 
@@ -182,15 +192,20 @@ def get_fault_knobs(session: Executor) -> dict[str, float]:
 
 
 # --- the statements --------------------------------------------------------------------------------
+# Timestamps are set explicitly, not left to the server defaults: the same statements then fill a table created
+# from another model of mcp_sessions (ContextForge's has no server defaults).
+_NOW = {"created_at": func.now(), "last_accessed": func.now()}
+
+
 def insert_session(session: Executor, session_id: str, data: str | None = None) -> None:
     """Insert a session row."""
-    session.execute(insert(SessionRow).values(session_id=session_id, data=data))
+    session.execute(insert(SessionRow).values(session_id=session_id, data=data, **_NOW))
     session.commit()
 
 
 def insert_sessions(session: Executor, session_ids: Sequence[str]) -> None:
     """Insert many session rows in one round trip."""
-    session.execute(insert(SessionRow), [{"session_id": sid} for sid in session_ids])
+    session.execute(insert(SessionRow).values(**_NOW), [{"session_id": sid} for sid in session_ids])
     session.commit()
 
 

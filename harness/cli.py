@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from harness.errors import UsageError
+from harness.errors import ObserveError, UsageError
 from harness.sut.gateway_proc import GatewayError
 from harness.sut.postgres import ProviderError
 
@@ -30,7 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("harness.commands.sweep", "capacity-planning sweep over a grid of knobs, with report and recommendation"),
     "fault": ("harness.commands.fault",
               "inject database faults into a running 'harness up' (kill, restart, errors, …)"),
+    "observe": ("harness.commands.observe",
+                "watch a gateway's Postgres read-only and infer its cleanup cycles and pool from the database alone"),
     "soak": ("harness.commands.soak", "long churn run checking session accounting, leaks, RSS, fds and asyncio tasks"),
+    "contextforge": ("harness.commands.contextforge",
+                     "build the Python >= 3.12 environment for --registry contextforge"),
 }
 
 EXIT_OK = 0
@@ -83,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ProviderError, GatewayError, OSError) as exc:
+    except (ProviderError, GatewayError, ObserveError, OSError) as exc:
         print(f"harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

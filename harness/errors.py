@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """Bad arguments or input files: the message names the problem."""
+
+
+class ObserveError(RuntimeError):
+    """A database ``harness observe`` cannot watch (unreachable, no ``mcp_sessions``, unreadable): exit 1."""

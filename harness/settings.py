@@ -23,6 +23,7 @@ from gateway_sim.settings import (
     add_settings,
     table,
 )
+from harness.sut.docker_engine import BUILD_SCRIPT, DEFAULT_IMAGE
 
 LATENCY_MODES = ("server", "proxy")
 SWEEP_MODES = ("bench", "run")
@@ -111,14 +112,29 @@ HARNESS_SETTINGS: tuple[Setting, ...] = (
             "next (default: --host)", validate=gateway_urls, reported=False),
     Setting("client_session_log", "load", _text, "", "append one JSON line per ended session (client side) to "
             "this file", flag_name="--session-log", reported=False),
+    Setting("observe_db_url", "load", _text, "", "the gateway's database: show the cleanup cycles observed there "
+            "as CLEANUP rows (for a gateway without /admin/cycles; read-only, see docs/observe.md)", reported=False),
+    Setting("observe_duration", "run", duration_seconds, 600.0, "how long harness observe watches: 90s, 10m, 1h "
+            "(Ctrl-C stops early and still writes what it saw)", flag_name="--duration", metavar="DURATION",
+            reported=False),
+    Setting("observe_application_name", "run", _text, None, "count only connections whose application_name starts "
+            "with NAME (harness observe; default: every other connection to the database)", metavar="NAME",
+            flag_name="--application-name",
+            reported=False),
     # stack: what the harness starts
     Setting("db", "stack", _text, "embedded", "embedded | docker | a postgresql:// URL", validate=_db_choice),
+    Setting("docker_image", "stack", _text, DEFAULT_IMAGE,
+            f"image for --db docker; where none can be pulled, build one with {BUILD_SCRIPT} TAG"),
     Setting("max_connections", "stack", int, 100, "max_connections of the server the harness starts", minimum=1),
     Setting("gateway_workers", "stack", int, 1, "gateway processes sharing the database", minimum=1),
     Setting("latency_mode", "stack", _text, "server",
             "latency inside Postgres per refresh statement (server) or per round trip with a TCP proxy (proxy)",
             choices=LATENCY_MODES),
     Setting("log_dir", "stack", Path, None, "keep gateway logs here", reported=False),
+    Setting("contextforge_version", "stack", _text, "1.1.0", "--registry contextforge: the release to run (its "
+            "environment is built by 'harness contextforge setup --version V')", reported=False),
+    Setting("contextforge_source", "stack", Path, None, "--registry contextforge: run the environment built by "
+            "'harness contextforge setup --source PATH' instead", reported=False),
     Setting("state", "stack", Path, None, "where to record the addresses for 'harness latency'", reported=False),
     # run: how a harness run is driven and where it writes
     Setting("gateway_url", "run", _text, None, "measure this running gateway instead of starting one (add --db-url "
@@ -171,16 +187,24 @@ GATEWAY_KNOBS: tuple[str, ...] = (*(r.name for r in GATEWAY_SETTINGS if r.forwar
 """The gateway rows ``harness run|up|soak`` take: the forwarded ones and the injected latency."""
 
 LOAD_KNOBS: tuple[str, ...] = tuple(r.name for r in HARNESS_SETTINGS if r.part == "load"
-                                    and r.name not in ("gateway_urls", "client_session_log"))
+                                    and r.name not in ("gateway_urls", "client_session_log", "observe_db_url"))
 """The load rows ``harness run`` and ``soak`` take."""
 
 LOCUSTFILE_KNOBS: tuple[str, ...] = ("session_lifetime", "abrupt_ratio", "abandon_ratio", "transport_mix",
-                                     "calls_per_session", "gateway_urls", "auth_token", "client_session_log")
+                                     "calls_per_session", "gateway_urls", "auth_token", "client_session_log",
+                                     "observe_db_url")
 """The locustfile's own options (Locust has users, spawn rate and run time itself)."""
 
-GRID_KNOBS: tuple[str, ...] = ("strategy", "driver", "sessions", "max_concurrent", "db_latency_ms", "pool_size",
-                               "max_overflow", "executor_threads", "batch_size")
+GRID_KNOBS: tuple[str, ...] = ("registry_name", "strategy", "driver", "sessions", "max_concurrent", "db_latency_ms",
+                               "pool_size", "max_overflow", "executor_threads", "batch_size")
 """The knobs bench and sweep take as comma-separated lists: the axes of a grid."""
+
+CONTEXTFORGE_KNOBS: tuple[str, ...] = ("contextforge_version", "contextforge_source")
+"""Which environment ``--registry contextforge`` runs in."""
+
+NOT_GIVEN: dict[str, Any] = {"strategy": None, "driver": None, "batch_size": None, "executor_threads": None}
+"""Command-line defaults of the knobs whose absence matters: the sim-only ones (refused for contextforge, else the
+table's defaults) and ``--executor-threads`` (not given: Python's default executor)."""
 
 
 def rows(names: Iterable[str]) -> list[Setting]:

@@ -34,7 +34,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
-from locustfiles import cleanup_stats, pool_tab
+from locustfiles import cleanup_stats, observed_cycles, pool_tab
 from locustfiles.jsonrpc import Call, check_answer, initialize, notification, random_calls
 from locustfiles.options import LoadSettings, add_arguments
 from locustfiles.session_log import How, SessionLog
@@ -166,7 +166,8 @@ class SSEUser(_SessionUser):
         self._fire("SSE", "endpoint (sse)", started, len(path), error)
         if error:
             raise SessionBroken
-        return path.rsplit("session_id=", 1)[1], f"{base}{path}"
+        # a path (/message?session_id=…) or, from some gateways, an absolute URL
+        return path.rsplit("session_id=", 1)[1], path if path.startswith(("http://", "https://")) else f"{base}{path}"
 
     def _post(self, url: str, body: dict[str, Any], label: str) -> None:
         with self.client.post(
@@ -308,6 +309,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     except ValueError as exc:
         print(f"locust: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    observed_cycles.start(environment, str(getattr(environment.parsed_options, "observe_db_url", "") or ""))
     poller = cleanup_stats.start(environment, lambda: _Load.settings.gateway_urls)
     if poller is not None and environment.web_ui is not None:
         pool_tab.install(environment.web_ui, poller)

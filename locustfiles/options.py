@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.settings import LOCUSTFILE_KNOBS, SETTINGS, gateway_urls, rows, session_lifetime
 
-WEB_UI_HIDDEN = ("client_session_log",)
+WEB_UI_HIDDEN = ("client_session_log", "observe_db_url")
 """Options a person never sets in the start form."""
 
 
@@ -92,6 +92,6 @@ def add_arguments(parser: Any) -> None:
             type=_checked(row.name),
             default="" if default is None else str(default),
             include_in_web_ui=row.name not in WEB_UI_HIDDEN,
-            is_secret=row.name == "auth_token",
+            is_secret=row.name in ("auth_token", "observe_db_url"),
             help=row.help_text(default),
         )

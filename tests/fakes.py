@@ -84,3 +84,36 @@ class FakeStore:
 
     async def close(self) -> None:
         self.monitor.detach()
+
+
+class FakeContainer:
+    """A docker-py container with labels that records its removal."""
+
+    def __init__(self, short_id: str, labels: dict[str, str], owner: FakeContainers | None = None) -> None:
+        self.short_id = short_id
+        self.labels = labels
+        self.owner = owner
+
+    def remove(self, force: bool = False, v: bool = False) -> None:
+        assert self.owner is not None
+        self.owner.items.remove(self)
+
+
+class FakeContainers:
+    """``client.containers``: ``list(all=True, filters={"label": "K=V"})`` over the items."""
+
+    def __init__(self, items: list[FakeContainer]) -> None:
+        self.items = items
+        for item in items:
+            item.owner = self
+
+    def list(self, all: bool = False, filters: dict[str, str] | None = None) -> list[FakeContainer]:
+        key, _, value = (filters or {}).get("label", "").partition("=")
+        return [c for c in self.items if not key or c.labels.get(key) == value]
+
+
+class FakeDockerClient:
+    """Just enough of ``docker.DockerClient`` for the label bookkeeping."""
+
+    def __init__(self, containers: list[FakeContainer]) -> None:
+        self.containers = FakeContainers(containers)

@@ -63,7 +63,7 @@ def test_bad_specs_exit_2_in_one_line(tmp_path: Path, capsys) -> None:
     assert "after the load" in capsys.readouterr().err
     assert main(["run", "--db-url", "postgresql://u@127.0.0.1:1/x", "--fault", "restart-db@1",
                  "--out", str(tmp_path)]) == 2
-    assert "needs the embedded Postgres" in capsys.readouterr().err
+    assert "needs a Postgres the harness starts" in capsys.readouterr().err
     assert main(["fault", "kill-backends@0", "--state", str(tmp_path / "none.json")]) == 2
     assert "no running 'harness up'" in capsys.readouterr().err
 

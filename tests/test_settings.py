@@ -94,6 +94,8 @@ def _other_value(row: Setting) -> Any:
         return "table-walk-token"
     if row.name == "malloc_mmap_threshold":
         return 2 * default
+    if row.name == "registry_name":
+        return "tests.test_registry_plugin:create"
     if row.type is int:
         return default + 1
     if row.type is float:
@@ -114,11 +116,13 @@ def test_forwarded_argv_covers_every_forwarded_row() -> None:
 
 def test_every_gateway_knob_given_to_harness_run_reaches_the_gateway(tmp_path) -> None:
     """Walk the table: give ``harness run`` a non-default value for every forwarded gateway knob, start the stack
-    the run would start, and read the knobs back from the gateway's /admin/cycles."""
-    values = {r.name: _other_value(r) for r in FORWARDED}
+    the run would start, and read the knobs back from the gateway's /admin/cycles. (The registry's own knob picks
+    the implementation behind the rest: tests/test_registry_plugin.py and test_contextforge.py walk it.)"""
+    forwarded = [r for r in GATEWAY_SETTINGS if r.forward and r.name != "registry_name"]
+    values = {r.name: _other_value(r) for r in forwarded}
     values["cleanup_interval"] = 0.5  # keep the gateway quick to start and stop
     argv = ["run", "--out", str(tmp_path / "out"), "--no-progress"]
-    for row in FORWARDED:
+    for row in forwarded:
         if row.switch:
             argv += [row.flag] if values[row.name] != row.default_value() else []
         else:
@@ -129,7 +133,7 @@ def test_every_gateway_knob_given_to_harness_run_reaches_the_gateway(tmp_path) -
     try:
         url = run.stack.gateway_urls[0]
         reported = AdminClient(url).config()
-        for row in FORWARDED:
+        for row in forwarded:
             if row.reported:
                 assert reported[row.name] == values[row.name], row.name
         request = urllib.request.Request(f"{url}/mcp", data=b"{}", method="POST",

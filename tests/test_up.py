@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 
-def _pg_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("mcp-loadtest-pg-*")}
+def _pg_dirs(root: Path | None = None) -> set[str]:
+    return {p.name for p in (root or Path(tempfile.gettempdir())).glob("mcp-loadtest-pg-*")}
 
 
 def _get(url: str) -> dict:
@@ -28,10 +28,13 @@ def _get(url: str) -> dict:
 
 def test_up_serves_changes_latency_and_cleans_up(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    dirs_before = _pg_dirs()
+    # its own temp dir (other runs on this machine make data dirs of their own), reachable by the unprivileged
+    # user the embedded server runs as
+    private_tmp = Path(tempfile.mkdtemp(prefix="mcp-up-test-"))
+    private_tmp.chmod(0o755)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "up", "--port", "0", "--state", str(state), "--cleanup-interval", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(private_tmp)},
     )
     lines: list[str] = []
     try:
@@ -68,21 +71,9 @@ def test_up_serves_changes_latency_and_cleans_up(tmp_path: Path) -> None:
     assert not psutil.pid_exists(gateway_pid) or psutil.Process(gateway_pid).status() == psutil.STATUS_ZOMBIE
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(database, connect_timeout=3)
-    assert _pg_dirs() <= dirs_before
+    assert _pg_dirs(private_tmp) == set()  # the data directory is gone
     assert not state.exists()
-
-
-def test_up_with_docker_and_no_engine_fails_in_one_line() -> None:
-    if os.path.exists("/var/run/docker.sock"):
-        pytest.skip("a Docker engine may answer here; this test checks the no-engine message")
-    started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "harness", "up", "--db", "docker", "--port", "0"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1
-    assert time.monotonic() - started < 60
-    err = out.stderr.strip().splitlines()
-    assert any("no Docker engine answers" in line for line in err), out.stderr
-    assert "Traceback" not in out.stderr
+    private_tmp.rmdir()  # and nothing else was left in it
 
 
 def test_bad_db_choice_is_a_usage_error() -> None:

@@ -1,18 +1,23 @@
 """Measure cleanup cycles directly, in-process, on real Postgres, beside the model's prediction.
 
-Each point registers N synthetic sessions (transports that report connected) in a real
-SessionRegistry, calibrates in the same run and process one refresh (``L_refresh``, at the point's latency) and
-the CPU of one refresh, phase-1 check and removal (:mod:`gateway_sim.costs`, at zero latency), runs a warm-up
-cycle and then ``--repeats`` measured cycles, and compares the median with the model. With
-``--disconnected-ratio r`` a share r of the N sessions is disconnected: before each cycle round(N × r) fresh
-disconnected sessions are registered, so every cycle's phase 1 removes that many (``--phase1-removal``).
+Each point registers N synthetic sessions (transports that report connected) in a real registry
+(``--registry sim``, this project's, or ``contextforge``, ContextForge's own, measured in its environment's Python
+in a process of its own), calibrates one refresh (``L_refresh``, the registry's own) and one phase-1 check in the
+same run, runs a warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
+``--strategy``, ``--driver`` and ``--batch-size`` apply to sim points; contextforge points run what upstream does
+(``bounded``, ``thread``). Sim points also calibrate, in the same process, the CPU of one refresh, phase-1 check
+and removal (:mod:`gateway_sim.costs`, at zero latency) for the model's CPU roof. With ``--disconnected-ratio r``
+a share r of the N sessions is disconnected: before each cycle round(N × r) fresh disconnected sessions are
+registered, so every cycle's phase 1 removes that many (``--phase1-removal``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,13 +27,16 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
-from gateway_sim.config import RegistryConfig, StoreConfig
+from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
 from gateway_sim.costs import measure_costs
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
+from gateway_sim.registry_api import Registry, create_registry
+from gateway_sim.settings import CONTEXTFORGE_FIXED, SIM_ONLY, STRATEGIES
 from gateway_sim.transports import SyntheticTransport
 from harness.capacity.model import ModelInput, ModelResult, model_input, predict
-from harness.scenario.calibrate import calibrate_store
+from harness.errors import UsageError
+from harness.scenario.calibrate import calibrate_registry
 from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS
 from harness.sut.dbsync import sync_session
 
@@ -56,6 +64,7 @@ class BenchPoint:
     pool_timeout: float = _default("pool_timeout")
     executor_threads: int = _default("executor_threads")
     batch_size: int = _default("batch_size")
+    registry_name: str = "sim"
     phase1_removal: str = _default("phase1_removal")
     disconnected_ratio: float = 0.0
 
@@ -73,7 +82,8 @@ class BenchPoint:
                     reserved_connections: int, delete_ms: float = 0.0,
                     cpu: Mapping[str, float] | None = None) -> ModelInput:
         """The model's input for this point with the given costs and server limits."""
-        return model_input({**asdict(self), "reserved_connections": reserved_connections},
+        knobs = {k: v for k, v in asdict(self).items() if k != "registry_name"}
+        return model_input({**knobs, "reserved_connections": reserved_connections},
                            sessions=self.connected, refresh_ms=refresh_ms, check_ms=check_ms,
                            max_connections=max_connections, disconnected=self.disconnected, delete_ms=delete_ms,
                            cpu=cpu)
@@ -112,6 +122,7 @@ class BenchRow:
     delete_ms: float | None = None
     cpu_share: float | None = None
     model_terms: dict[str, float] = field(default_factory=dict)
+    registry: str = "sim"
     cycles_ms: list[float] = field(default_factory=list)
     max_inflight: int = 0
     pool_exhausted_fraction: float = 0.0
@@ -133,8 +144,9 @@ def expand(points: dict[str, Sequence[Any]], fixed: dict[str, Any]) -> list[Benc
             for combo in itertools.product(*(points[n] for n in names))]
 
 
-def _truncate(session: Session) -> None:
-    session.execute(text("TRUNCATE mcp_sessions CASCADE"))
+def _drop_session_tables(session: Session) -> None:
+    """Each point starts on tables created by its own registry from its own model."""
+    session.execute(text("DROP TABLE IF EXISTS mcp_messages, mcp_sessions CASCADE"))
     session.commit()
 
 
@@ -142,12 +154,23 @@ def _reserved_connections(session: Session) -> int:
     return int(session.execute(text("SELECT current_setting('superuser_reserved_connections')::int")).scalar_one())
 
 
-async def _check_ms(registry: SessionRegistry) -> float:
+async def _check_ms(registry: Registry) -> float:
     """Mean cost of one phase-1 check, measured on this point's transports."""
     started = time.perf_counter()
     for transport in registry.sessions.values():
         await transport.is_connected()
     return (time.perf_counter() - started) * 1000.0 / max(1, len(registry.sessions))
+
+
+async def _batch_refresh_ms(registry: SessionRegistry, batch_size: int, samples: int = 3) -> float:
+    """Median wall time of one batched refresh statement of a full chunk (the batched strategy's ``L_refresh``)."""
+    ids = list(registry.sessions)[:batch_size]
+    walls = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        await registry.store.refresh_many(ids)
+        walls.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(walls)
 
 
 @dataclass(frozen=True)
@@ -171,21 +194,30 @@ def nominal(point: BenchPoint, limits: ServerLimits = ServerLimits()) -> ModelRe
                                      limits.reserved_connections))
 
 
+def point_config(point: BenchPoint, db_url: str) -> GatewayConfig:
+    """The gateway configuration a point's registry is built from."""
+    store = StoreConfig(db_url=db_url, driver=point.driver, pool_size=point.pool_size,
+                        max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
+                        executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
+    registry = RegistryConfig(strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size,
+                              phase1_removal=point.phase1_removal)
+    contextforge = point.registry_name == "contextforge"
+    return GatewayConfig(store=store, registry=registry, worker_id="bench", registry_name=point.registry_name,
+                         loop_executor_threads=point.executor_threads if contextforge else None)
+
+
 async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> BenchRow:
-    """Run one point on a fresh table and return its row."""
-    config = StoreConfig(db_url=db_url, driver=point.driver, pool_size=point.pool_size,
-                         max_overflow=point.max_overflow, pool_timeout=point.pool_timeout,
-                         executor_threads=point.executor_threads, application_name="mcp-gateway-sim:bench")
-    store = st.open_store(config)
+    """Run one point on fresh tables, in this process, and return its row."""
+    with sync_session(db_url, application_name="mcp-loadtest-bench") as session:
+        _drop_session_tables(session)
+    registry = create_registry(point_config(point, db_url))
     try:
+        await registry.start()
+        store = registry.store
         await store.run(st.create_schema)
-        await store.run(_truncate)
         await store.run(st.set_fault_knobs, point.db_latency_ms, point.db_jitter_ms, 0.0)
         max_connections = int((await store.run(st.db_activity))["max_connections"])
         reserved = await store.run(_reserved_connections)
-        registry = SessionRegistry(store, RegistryConfig(
-            strategy=point.strategy, max_concurrent=point.max_concurrent, batch_size=point.batch_size,
-        ), worker_id="bench")
         await registry.add_sessions([SyntheticTransport() for _ in range(point.connected)])
 
         async def cycle() -> Any:
@@ -194,20 +226,23 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
             return await registry.run_cleanup_cycle()
 
         await cycle()  # warm-up: opens the pool's connections
-        costs = await measure_costs(store, registry.config)  # restores the point's latency after
-        refresh_ms = (await calibrate_store(store)).refresh_ms
+        cpu: dict[str, float] = {}
+        if isinstance(registry, SessionRegistry):  # restores the point's latency after
+            cpu = (await measure_costs(registry.store, registry.config)).model_costs()
+        refresh_ms = (await calibrate_registry(registry)).refresh_ms
+        if point.strategy == "batched" and isinstance(registry, SessionRegistry):
+            refresh_ms = await _batch_refresh_ms(registry, point.batch_size)
         check_ms = await _check_ms(registry)
-        before = store.monitor.snapshot()
+        before = registry.monitor.snapshot()
         records = [await cycle() for _ in range(repeats)]
-        after = store.monitor.snapshot()
+        after = registry.monitor.snapshot()
     finally:
-        await store.close()
+        await registry.stop()
     totals = [r.total_ms for r in records]
     measured = statistics.median(totals)
-    cpu = costs.model_costs()
-    result = predict(point.model_input(refresh_ms, check_ms, max_connections, reserved, cpu["delete_ms"], cpu))
-    phase1 = predict(replace(point.model_input(refresh_ms, check_ms, max_connections, reserved, cpu["delete_ms"],
-                                               cpu), sessions=0))
+    inp = point.model_input(refresh_ms, check_ms, max_connections, reserved, cpu.get("delete_ms", 0.0), cpu)
+    result = predict(inp)
+    phase1 = predict(replace(inp, sessions=0))
     spent = max(1e-9, after.uptime_seconds - before.uptime_seconds)
     return BenchRow(
         strategy=point.strategy, driver=point.driver, sessions=point.sessions,
@@ -221,10 +256,9 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         check_ms=round(check_ms, 5), skipped=False, cycles_ms=totals,
         phase1_removal=point.phase1_removal, disconnected=point.disconnected,
         phase1_ms=round(statistics.median(r.phase1_ms for r in records), 3),
-        model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=cpu["cpu_refresh_ms"],
-        cpu_check_ms=cpu["cpu_check_ms"], cpu_remove_ms=cpu["cpu_remove_ms"], delete_ms=cpu["delete_ms"],
-        cpu_share=cpu["cpu_share"],
-        model_terms=result.terms,
+        model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=cpu.get("cpu_refresh_ms"),
+        cpu_check_ms=cpu.get("cpu_check_ms"), cpu_remove_ms=cpu.get("cpu_remove_ms"), delete_ms=cpu.get("delete_ms"),
+        cpu_share=cpu.get("cpu_share"), model_terms=result.terms,
         max_inflight=max(r.max_inflight for r in records),
         pool_exhausted_fraction=round((after.exhausted_seconds - before.exhausted_seconds) / spent, 4),
         checked_out_peak=max(r.pool.checked_out_peak for r in records),
@@ -232,8 +266,27 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         wait_ms_p95=max(r.pool.wait_ms_p95 for r in records),
         pool_timeouts=sum(r.pool.timeouts for r in records),
         executor_queue_peak=max(r.pool.executor_queue_peak for r in records),
-        errors=sum(r.refresh_errors for r in records),
+        errors=sum(r.refresh_errors for r in records), registry=point.registry_name,
     )
+
+
+def measure_in_env(point: BenchPoint, db_url: str, repeats: int, python: str) -> BenchRow:
+    """Measure a point in a process of the given interpreter (the contextforge environment's)."""
+    payload = json.dumps({"point": asdict(point), "db_url": db_url, "repeats": repeats})
+    out = subprocess.run([python, "-m", "harness.capacity.bench_point"], input=payload, capture_output=True,
+                         text=True, check=False, timeout=3600)
+    if out.returncode != 0:
+        tail = " | ".join(out.stderr.strip().splitlines()[-2:]) or f"exit {out.returncode}"
+        raise RuntimeError(f"{point.registry_name} point N={point.sessions} failed: {tail}")
+    return BenchRow(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def measure(point: BenchPoint, db_url: str, repeats: int, pythons: Mapping[str, str] | None = None) -> BenchRow:
+    """A point measured where its registry lives: in this process, or in its environment's interpreter."""
+    python = (pythons or {}).get(point.registry_name)
+    if python is not None:
+        return measure_in_env(point, db_url, repeats, python)
+    return asyncio.run(measure_point(point, db_url, repeats))
 
 
 def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
@@ -245,12 +298,17 @@ def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
         executor_threads=point.executor_threads if point.driver == "thread" else None,
         batch_size=point.batch_size, measured_ms=None, measured_ms_p95=None, model_ms=round(result.model_ms, 3),
         model_ratio=None, c_eff=result.c_eff, binding=result.binding, refresh_ms=None, check_ms=None,
-        skipped=True, note=note, phase1_removal=point.phase1_removal, disconnected=point.disconnected,
+        skipped=True, note=note, registry=point.registry_name, phase1_removal=point.phase1_removal,
+        disconnected=point.disconnected,
     )
 
 
-def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float) -> list[BenchRow]:
-    """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``."""
+def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float,
+               pythons: Mapping[str, str] | None = None) -> list[BenchRow]:
+    """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``.
+
+    ``pythons`` maps a registry to the interpreter its points run in (``contextforge`` to its environment's).
+    """
     rows = []
     limits = server_limits(db_url)
     for point in points:
@@ -259,7 +317,7 @@ def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seco
             note = f"model {predicted.model_ms / 1000:.0f} s > --max-point-seconds {max_seconds:g}"
             rows.append(skipped_row(point, predicted, note))
             continue
-        rows.append(asyncio.run(measure_point(point, db_url, repeats)))
+        rows.append(measure(point, db_url, repeats, pythons))
     return rows
 
 
@@ -270,20 +328,20 @@ def speedups(rows: Sequence[BenchRow]) -> list[str]:
     for row in rows:
         if row.measured_ms is None:
             continue
-        key = (row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads,
+        key = (row.registry, row.driver, row.sessions, row.db_latency_ms, row.pool_size, row.executor_threads,
                row.phase1_removal, row.disconnected)
         by_key.setdefault(key, {})[f"{row.strategy}@{row.max_concurrent}"] = row
-    for (driver, sessions, latency, *_), group in by_key.items():
+    for (registry, driver, sessions, latency, *_), group in by_key.items():
         bounded = [r for k, r in group.items() if k.startswith("bounded@")]
         for base in bounded:
             for other_name in ("batched", "sequential", "gather"):
                 for other in (r for k, r in group.items() if k.startswith(f"{other_name}@")):
                     ratio = (base.measured_ms or 0) / max(other.measured_ms or 0, 1e-9)
                     lines.append(
-                        f"{driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
+                        f"{registry} {driver} N={sessions} L={latency:g} ms: bounded c={base.max_concurrent} "
                         f"{base.measured_ms:.1f} ms / {other_name} {other.measured_ms:.1f} ms = {ratio:.2f}×"
                     )
-    return lines + phase1_speedups(rows)
+    return lines + parity(rows) + phase1_speedups(rows)
 
 
 def phase1_speedups(rows: Sequence[BenchRow]) -> list[str]:
@@ -305,6 +363,26 @@ def phase1_speedups(rows: Sequence[BenchRow]) -> list[str]:
     return lines
 
 
+def parity(rows: Sequence[BenchRow]) -> list[str]:
+    """contextforge vs sim, measured side by side at the same knobs (both bounded on threads)."""
+    sim = {_parity_key(r): r for r in rows if r.registry == "sim" and r.measured_ms is not None}
+    lines = []
+    for row in rows:
+        other = sim.get(_parity_key(row))
+        if row.registry != "contextforge" or row.measured_ms is None or other is None:
+            continue
+        lines.append(f"N={row.sessions} L={row.db_latency_ms:g} ms c={row.max_concurrent}: contextforge "
+                     f"{row.measured_ms:.1f} ms / sim {other.measured_ms:.1f} ms = "
+                     f"{row.measured_ms / max(other.measured_ms or 0, 1e-9):.3f}× (refresh {row.refresh_ms} vs "
+                     f"{other.refresh_ms} ms)")
+    return lines
+
+
+def _parity_key(row: BenchRow) -> tuple[Any, ...]:
+    return (row.strategy, row.driver, row.sessions, row.max_concurrent, row.db_latency_ms, row.pool_size,
+            row.max_overflow, row.executor_threads)
+
+
 def render(rows: Sequence[BenchRow]) -> None:
     """Print the rows as a table and the side-by-side ratios."""
     from rich.console import Console
@@ -312,18 +390,19 @@ def render(rows: Sequence[BenchRow]) -> None:
 
     table = Table(title="cleanup cycle: measured vs model")
     disconnects = any(r.disconnected for r in rows)
-    columns = ["strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model", "c_eff",
-               "binding", "pool peak", "waiters", "note"]
+    columns = ["registry", "strategy", "driver", "N", "c", "L ms", "measured ms", "model ms", "measured/model",
+               "c_eff", "binding", "pool peak", "waiters", "note"]
     if disconnects:
-        columns[5:5] = ["phase 1", "D", "phase1 ms", "model p1 ms"]
+        columns[6:6] = ["phase 1", "D", "phase1 ms", "model p1 ms"]
     for col in columns:
-        table.add_column(col, justify="left" if col in ("strategy", "driver", "binding", "note", "phase 1")
-                         else "right")
+        table.add_column(col, justify="left" if col in ("registry", "strategy", "driver", "binding", "note",
+                                                        "phase 1") else "right")
     for r in rows:
         phase1 = [r.phase1_removal, str(r.disconnected), "-" if r.phase1_ms is None else f"{r.phase1_ms:.1f}",
                   "-" if r.model_phase1_ms is None else f"{r.model_phase1_ms:.1f}"] if disconnects else []
         table.add_row(
-            r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}", *phase1,
+            r.registry, r.strategy, r.driver, str(r.sessions), str(r.max_concurrent), f"{r.db_latency_ms:g}",
+            *phase1,
             "-" if r.measured_ms is None else f"{r.measured_ms:.1f}", f"{r.model_ms:.1f}",
             "-" if r.model_ratio is None else f"{r.model_ratio:.3f}", str(r.c_eff), r.binding,
             str(r.checked_out_peak), str(r.waiters_peak), r.note,
@@ -338,6 +417,8 @@ def points_from_args(values: Any) -> list[BenchPoint]:
     """The grid a namespace or mapping of knobs describes: the grid knobs are lists, the rest single values
     (executor sizes vary only for the thread driver)."""
     knobs = values if isinstance(values, Mapping) else vars(values)
+    sim_only = sim_only_knobs(knobs.get("registry_name") or ["sim"], {name: knobs.get(name) for name in SIM_ONLY})
+    knobs = {**knobs, **sim_only, "registry_name": knobs.get("registry_name") or ["sim"]}
     lists = {name: list(knobs[name]) for name in (*GRID_KNOBS, *BENCH_LISTS) if knobs.get(name) is not None}
     fixed = {"db_jitter_ms": knobs["db_jitter_ms"], "pool_timeout": knobs["pool_timeout"],
              "disconnected_ratio": knobs.get("disconnected_ratio") or 0.0}
@@ -356,6 +437,9 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
     """
     unique: dict[BenchPoint, None] = {}
     for p in points:
+        if p.registry_name == "contextforge":  # what upstream does, whatever the sim points try
+            p = replace(p, strategy=CONTEXTFORGE_FIXED["strategy"], driver=CONTEXTFORGE_FIXED["driver"],
+                        batch_size=CONTEXTFORGE_FIXED["batch_size"])
         if p.driver != "thread" or p.strategy in ("sequential", "batched"):
             p = replace(p, executor_threads=executor_threads)
         if p.strategy != "bounded":  # only the bounded strategy has a semaphore
@@ -364,3 +448,38 @@ def collapse(points: Iterable[BenchPoint], *, executor_threads: int, max_concurr
             p = replace(p, batch_size=batch_size)
         unique.setdefault(p, None)
     return list(unique)
+
+
+SIM_GRID_DEFAULTS: dict[str, list[Any]] = {"strategy": list(STRATEGIES), "driver": ["async"], "batch_size": [500]}
+"""The sim-only grid knobs when not given: every strategy, the async driver, batches of 500."""
+
+
+def sim_only_knobs(registries: Sequence[str], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults for the sim-only grid knobs not given; a ``UsageError`` naming the flag if one is given to a
+    contextforge-only grid. ``given`` maps ``strategy``/``driver``/``batch_size`` to a list or None."""
+    if set(registries) == {"contextforge"}:
+        for name, value in given.items():
+            if value is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} does not apply to --registry contextforge (its registry always refreshes "
+                                 "with a bounded gather of ORM calls in threads)")
+    return {name: value if value is not None else SIM_GRID_DEFAULTS[name] for name, value in given.items()}
+
+
+def registry_pythons(registries: Iterable[str], version: str, source: Any) -> dict[str, str]:
+    """The interpreter of each registry that does not run in this one (a ``UsageError`` if its environment is
+    missing: checked before anything starts)."""
+    if "contextforge" not in set(registries):
+        return {}
+    from harness.sut.contextforge_env import find_env
+
+    return {"contextforge": find_env(version, source).python}
+
+
+def registry_package_versions(pythons: Mapping[str, str], version: str, source: Any) -> dict[str, str]:
+    """``{"mcp-contextforge-gateway": "1.1.0"}`` when contextforge points ran."""
+    if "contextforge" not in pythons:
+        return {}
+    from harness.sut.contextforge_env import PACKAGE, find_env
+
+    return {PACKAGE: find_env(version, source).version}

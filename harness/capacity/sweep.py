@@ -13,8 +13,8 @@ with the same ``--out`` measures only the points not there yet.
 
 ``--plan plan.toml`` reads the same options from TOML; flags given on the command line win. Keys are the
 long option names with ``_`` for ``-``: top-level ``out``, ``mode``, ``repeats``, ``max_point_seconds``,
-``pool_timeout``, ``db_jitter_ms``, ``db``, ``db_url``, ``max_connections``; table ``[grid]`` with
-``sessions``, ``max_concurrent``, ``db_latency_ms``, ``pool_size``, ``max_overflow``, ``executor_threads``,
+``pool_timeout``, ``db_jitter_ms``, ``db``, ``docker_image``, ``db_url``, ``max_connections``; table ``[grid]``
+with ``sessions``, ``max_concurrent``, ``db_latency_ms``, ``pool_size``, ``max_overflow``, ``executor_threads``,
 ``strategy``, ``driver``, ``batch_size`` (a list or one value each); ``[run]`` with ``run_time``, ``users``;
 ``[recommend]`` with ``target_cycle_ms``, ``max_db_connections``, ``gateway_workers``,
 ``extrapolate_sessions``. Relative paths are relative to the current directory.
@@ -23,7 +23,6 @@ long option names with ``_`` for ``-``: top-level ``out``, ``mode``, ``repeats``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -37,15 +36,18 @@ from harness.capacity.bench import (
     ServerLimits,
     collapse,
     expand,
-    measure_point,
+    measure,
     nominal,
+    registry_package_versions,
+    registry_pythons,
+    sim_only_knobs,
     skipped_row,
 )
 from harness.capacity.recommend import Recommendation, Target, recommend, recommend_per_strategy
 from harness.errors import UsageError
 from harness.files import write_csv, write_json
 from harness.gate.tomlfile import read_toml
-from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS, STRATEGIES
+from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS
 from harness.sut.gateway_proc import GatewayError
 from harness.sut.postgres import ProviderError
 
@@ -95,16 +97,20 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     *(Option(name, "grid", many=True) for name in GRID_KNOBS),
     Option("out"), Option("mode"), Option("repeats"), Option("max_point_seconds"), Option("pool_timeout"),
-    Option("db_jitter_ms"), Option("db"), Option("db_url"), Option("max_connections"),
+    Option("db_jitter_ms"), Option("db"), Option("docker_image"), Option("db_url"), Option("max_connections"),
+    Option("contextforge_version"), Option("contextforge_source"),
     Option("run_time", "run"), Option("cleanup_interval", "run"), Option("users", "run"),
     Option("target_cycle_ms", "recommend"), Option("max_db_connections", "recommend"),
     Option("gateway_workers", "recommend"), Option("extrapolate_sessions", "recommend", many=True),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
-SWEEP_DEFAULTS: dict[str, Any] = {"sessions": [100, 1000], "db_latency_ms": [20.0], "strategy": list(STRATEGIES),
-                                  "driver": ["async"], "db_jitter_ms": 0.0, "run_time": 30.0, "cleanup_interval": 5.0,
+SWEEP_DEFAULTS: dict[str, Any] = {"sessions": [100, 1000], "db_latency_ms": [20.0], "strategy": None,
+                                  "driver": None, "batch_size": None, "registry_name": ["sim"], "db_jitter_ms": 0.0,
+                                  "run_time": 30.0, "cleanup_interval": 5.0,
                                   "users": None, "db": "embedded", "db_url": None}
-"""Where a sweep's defaults differ from the table's: the grid's own lists, and 30 s Locust runs per point."""
+"""Where a sweep's defaults differ from the table's: the grid's own lists, and 30 s Locust runs per point. The
+sim-only knobs default to None (not given): refused for a contextforge-only grid, else every strategy, the async
+driver and batches of 500."""
 
 
 def option_default(option: Option) -> Any:
@@ -181,6 +187,7 @@ def resolve(args: argparse.Namespace) -> SweepSpec:
         raise UsageError("--out DIR is required (or out = \"DIR\" in the plan)")
     if (values["target_cycle_ms"] is None) != (values["max_db_connections"] is None):
         raise UsageError("--target-cycle-ms and --max-db-connections go together")
+    values.update(sim_only_knobs(values["registry_name"], {k: values[k] for k in ("strategy", "driver", "batch_size")}))
     spec = SweepSpec(values)
     try:
         spec.target  # noqa: B018 - validates the recommendation's target now, before anything runs
@@ -202,7 +209,8 @@ def knobs(point: BenchPoint) -> dict[str, Any]:
     """A point's knobs as the sweep reports them: ``None`` for a knob that does not apply."""
     concurrent = point.strategy in ("gather", "bounded")
     return {
-        "strategy": point.strategy, "driver": point.driver, "sessions": point.sessions,
+        "registry_name": point.registry_name, "strategy": point.strategy, "driver": point.driver,
+        "sessions": point.sessions,
         "max_concurrent": point.max_concurrent if point.strategy == "bounded" else None,
         "db_latency_ms": point.db_latency_ms, "pool_size": point.pool_size, "max_overflow": point.max_overflow,
         "executor_threads": point.executor_threads if point.driver == "thread" and concurrent else None,
@@ -214,6 +222,8 @@ def point_key(point: BenchPoint, spec: SweepSpec) -> str:
     """What identifies a finished point across re-runs of the same sweep."""
     key = {**knobs(point), "db_jitter_ms": point.db_jitter_ms, "pool_timeout": point.pool_timeout,
            "mode": spec.mode}
+    if key["registry_name"] == "sim":
+        del key["registry_name"]  # sweeps from before the registry axis resume as they were
     if spec.mode == "run":
         key.update(run_time=spec.run_time, users=spec.users)
     return json.dumps(key, sort_keys=True)
@@ -270,13 +280,14 @@ def row_from_summary(summary: dict[str, Any], point: BenchPoint, spec: SweepSpec
 
 
 def bench_measure(db_url: str, spec: SweepSpec) -> Measure:
-    """Measure a point with the in-process bench."""
+    """Measure a point with the bench (in-process, or in the registry's environment's interpreter)."""
+    pythons = registry_pythons(spec.registry_name, spec.contextforge_version, spec.contextforge_source)
 
-    def measure(point: BenchPoint) -> Row:
-        bench = asyncio.run(measure_point(point, db_url, spec.repeats))
+    def measure_one(point: BenchPoint) -> Row:
+        bench = measure(point, db_url, spec.repeats, pythons)
         return row_from_bench(bench.as_dict(), point, "bench")
 
-    return measure
+    return measure_one
 
 
 def run_measure(db_url: str, spec: SweepSpec) -> Measure:
@@ -289,7 +300,8 @@ def run_measure(db_url: str, spec: SweepSpec) -> Measure:
     def measure(point: BenchPoint) -> Row:
         point_dir = spec.out / "runs" / f"{next(counter):03d}-{point.strategy}-{point.driver}-n{point.sessions}"
         values = {**asdict(point), "db_url": db_url, "users": spec.users or point.sessions,
-                  "run_time": spec.run_time, "cleanup_interval": spec.cleanup_interval}
+                  "run_time": spec.run_time, "cleanup_interval": spec.cleanup_interval,
+                  "contextforge_version": spec.contextforge_version, "contextforge_source": spec.contextforge_source}
         try:
             config = RunConfig.build(values, out_dir=point_dir, progress=False)
             summary = Run(config).execute().summary
@@ -393,7 +405,11 @@ def write_outputs(spec: SweepSpec, rows: Sequence[Row], answers: Answers) -> Non
     spec.out.mkdir(parents=True, exist_ok=True)
     write_csv(spec.out / "sweep.csv", rows, COLUMNS)
     plan = {k: (str(v) if isinstance(v, Path) else v) for k, v in spec.values.items() if k not in ("db_url",)}
-    payload = {"manifest": build_manifest(), "plan": plan, "rows": list(rows),
+    manifest = build_manifest()
+    manifest["versions"].update(registry_package_versions(
+        registry_pythons(spec.registry_name, spec.contextforge_version, spec.contextforge_source),
+        spec.contextforge_version, spec.contextforge_source))
+    payload = {"manifest": manifest, "plan": plan, "rows": list(rows),
                "recommendations": [a.as_dict() for a in answers.get("any", [])],
                "recommendations_by_strategy": {k: [a.as_dict() for a in v] for k, v in answers.items() if k != "any"}}
     write_json(spec.out / "sweep.json", payload)

@@ -10,15 +10,23 @@ from __future__ import annotations
 import argparse
 
 from harness import settings
-from harness.capacity.bench import BENCH_LISTS, points_from_args, render, run_points
+from harness.capacity.bench import (
+    BENCH_LISTS,
+    points_from_args,
+    registry_package_versions,
+    registry_pythons,
+    render,
+    run_points,
+)
 from harness.errors import UsageError
 from harness.files import write_json
 from harness.sut.postgres import provider_for
 
-BENCH_DEFAULTS = {"sessions": [100, 1000], "db_latency_ms": [20.0], "strategy": list(settings.STRATEGIES),
-                  "driver": ["async"], "db_jitter_ms": 0.0}
+BENCH_DEFAULTS = {"sessions": [100, 1000], "db_latency_ms": [20.0], "strategy": None, "driver": None,
+                  "batch_size": None, "registry_name": ["sim"], "db_jitter_ms": 0.0}
+"""Not given, the sim-only knobs are every strategy, the async driver and batches of 500 (for sim points)."""
 SCALARS = ("disconnected_ratio", "db_jitter_ms", "pool_timeout", "repeats", "max_point_seconds", "json_out", "db",
-           "db_url", "max_connections")
+           "docker_image", "db_url", "max_connections", *settings.CONTEXTFORGE_KNOBS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +45,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     points = points_from_args(args)
-    with provider_for(args.db, args.db_url, max_connections=args.max_connections) as url:
-        rows = run_points(points, url, args.repeats, args.max_point_seconds)
+    pythons = registry_pythons({p.registry_name for p in points}, args.contextforge_version, args.contextforge_source)
+    with provider_for(args.db, args.db_url, max_connections=args.max_connections,
+                      docker_image=args.docker_image) as url:
+        rows = run_points(points, url, args.repeats, args.max_point_seconds, pythons)
     render(rows)
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json_out, {"rows": [r.as_dict() for r in rows], "manifest": build_manifest()})
+        manifest = build_manifest()
+        manifest["versions"].update(registry_package_versions(pythons, args.contextforge_version,
+                                                              args.contextforge_source))
+        write_json(args.json_out, {"rows": [r.as_dict() for r in rows], "manifest": manifest})
         print(f"wrote {args.json_out}")
     return 0
 

@@ -2,7 +2,7 @@
 
 Times count from now. Windowed faults (``@T:D``) run in the foreground until they clear (Ctrl-C clears them
 early); ``error-rate=P`` / ``statement-timeout=MS`` without a window are set and left in force (``=0`` clears).
-``restart-db`` is carried out by ``harness up`` itself (it owns the embedded server), asked through the
+``restart-db`` is carried out by ``harness up`` itself (it owns the server, embedded or docker), asked through the
 control directory named in its state file. Specs: see ``harness run --help`` (``--fault``).
 """
 
@@ -37,7 +37,8 @@ def target_from_state(state: dict[str, Any]) -> FaultTarget:
         raise UsageError("the state file lacks db_url/gateway_urls: is it from 'harness up'?") from None
     control = state.get("control_dir")
     return FaultTarget(db_url, gateway_urls, restart=RestartControl(Path(control)).restart if control else None,
-                       restart_unavailable="restart-db needs a 'harness up' on the embedded Postgres")
+                       restart_unavailable="restart-db needs a 'harness up' that started its Postgres "
+                                           "(--db embedded or docker)")
 
 
 def _persistent(spec: FaultSpec) -> bool:

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from harness import settings
-from harness.capacity.bench import BenchPoint
+from harness.capacity.bench import BenchPoint, registry_pythons
 from harness.capacity.sweep import (
     OPTIONS,
     POINTS_FILE,
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.sut.postgres import provider_for
 
     spec = resolve(args)
+    registry_pythons(spec.registry_name, spec.contextforge_version, spec.contextforge_source)  # missing env: exit 2
     points = grid_points(spec)
     finished = PointStore(spec.out / POINTS_FILE).load()
     todo = [p for p in points if point_key(p, spec) not in finished and skip_note(p, spec) is None]
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
         def factory() -> Measure:
             nonlocal provider
-            provider = provider_for(spec.db, spec.db_url, max_connections=spec.max_connections)
+            provider = provider_for(spec.db, spec.db_url, max_connections=spec.max_connections,
+                                    docker_image=spec.docker_image)
             url = provider.start()
             return bench_measure(url, spec) if spec.mode == "bench" else run_measure(url, spec)
 

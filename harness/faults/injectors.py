@@ -77,7 +77,8 @@ def local_restart(provider: Any) -> Restart:
 
 
 class RestartControl:
-    """Restart requests from ``harness fault`` to ``harness up``, which alone holds ``pg_ctl`` and the data dir.
+    """Restart requests from ``harness fault`` to ``harness up``, which alone holds the server (``pg_ctl`` and the
+    data dir, or the container).
 
     The requester writes ``restart-request.json`` (``{"id", "down"}``) into the control directory named in
     up's state file; up's main loop (every 0.5 s) takes it, stops Postgres, waits ``down`` s, starts it, and

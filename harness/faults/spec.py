@@ -5,8 +5,9 @@ Specs (T, D and DOWN are seconds after the load starts: ``5``, ``5s``, ``1m``):
 - ``kill-backends@T``: ``pg_terminate_backend`` on every gateway connection (application_name
   ``mcp-gateway-sim…``); the pools meet dead connections at their next use.
 - ``restart-db@T[:DOWN]``: stop Postgres at T (``pg_ctl stop -m fast``), start it again DOWN s later
-  (default 3) on the same port. Embedded server only: ``harness run`` does it in-process, a running
-  ``harness up`` does it when asked through its control directory (see :class:`RestartControl`).
+  (default 3) on the same port (``--db docker``: docker stop/start of the same container). Only a server the
+  harness started: ``harness run`` does it in-process, a running ``harness up`` does it when asked through its
+  control directory (see :class:`RestartControl`).
 - ``error-rate=P[@T:D]``: a fraction P of refresh statements raise inside Postgres (the knobs table read by
   the refresh trigger); without ``@T:D`` for the whole load.
 - ``statement-timeout=MS[@T:D]``: a refresh whose injected delay reaches MS sleeps MS and is then cancelled
@@ -121,4 +122,5 @@ def check_fits(specs: list[FaultSpec], run_time: float, restart_supported: bool,
         if end >= run_time:
             raise UsageError(f"fault {spec.text!r} ends at {end:g} s, after the load ({run_time:g} s)")
         if spec.kind == "restart-db" and not restart_supported:
-            raise UsageError(f"fault {spec.text!r} needs the embedded Postgres (this stack uses {db_name})")
+            raise UsageError(f"fault {spec.text!r} needs a Postgres the harness starts, --db embedded or docker "
+                             f"(this stack uses {db_name})")

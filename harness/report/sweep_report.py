@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.capacity.model import ModelInput, predict
 from harness.capacity.recommend import Recommendation, Target
+from harness.report.plotting import pyplot
 
 Row = dict[str, Any]
 BINDING_COLORS = {"semaphore": "#1f77b4", "executor": "#d62728", "pool": "#ff7f0e", "max_connections": "#9467bd",
@@ -21,10 +22,11 @@ PLOTS = {"cycle_vs_sessions.png": "Cycle time vs sessions (log–log; solid: mea
          "model_ratio.png": "Measured / model per point (colour: the binding constraint)",
          "heatmap_p95.png": "Cycle p95 over max_concurrent × pool_size (bounded strategy, the N with the fullest grid)",
          "pool_saturation.png": "Pool saturation per point: time exhausted, connections checked out, wait p95"}
-TABLE_COLUMNS = ("strategy", "driver", "sessions", "db_latency_ms", "max_concurrent", "executor_threads", "pool_size",
-                 "max_overflow", "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff", "binding",
-                 "pool_exhausted_fraction", "checked_out_peak", "waiters_peak", "wait_ms_p95", "pool_timeouts",
-                 "errors", "note")
+TABLE_COLUMNS = ("registry_name", "strategy", "driver", "sessions", "db_latency_ms", "max_concurrent",
+                 "executor_threads",
+                 "pool_size", "max_overflow", "measured_ms_p50", "measured_ms_p95", "model_ms", "model_ratio", "c_eff",
+                 "binding", "pool_exhausted_fraction", "checked_out_peak", "waiters_peak", "wait_ms_p95",
+                 "pool_timeouts", "errors", "note")
 
 
 def measured(rows: Sequence[Row]) -> list[Row]:
@@ -34,6 +36,8 @@ def measured(rows: Sequence[Row]) -> list[Row]:
 def label(row: Row, with_point: bool = True) -> str:
     """A short name of the row's configuration (and, with ``with_point``, its driver, N and latency)."""
     parts = [str(row["strategy"])]
+    if (row.get("registry_name") or "sim") != "sim":
+        parts.insert(0, str(row["registry_name"]))
     if row.get("max_concurrent") is not None:
         parts.append(f"c={row['max_concurrent']}")
     if row.get("executor_threads") is not None:
@@ -88,15 +92,6 @@ def binding_notes(rows: Sequence[Row]) -> list[str]:
 
 
 # --- plots ------------------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _groups(rows: Sequence[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]:
     groups: dict[tuple[Any, ...], list[Row]] = {}
     for row in rows:
@@ -105,11 +100,11 @@ def _groups(rows: Sequence[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]
 
 
 def plot_cycle_vs_sessions(rows: Sequence[Row], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     panels = _groups(rows, "driver", "db_latency_ms")
     configs = {key: group for key, group in _groups(rows, "driver", "db_latency_ms", "strategy", "max_concurrent",
                                                     "executor_threads", "pool_size", "max_overflow",
-                                                    "batch_size").items()}
+                                                    "batch_size", "registry_name").items()}
     most = max(sum(1 for key in configs if key[:2] == panel) for panel in panels)
     palette = plt.get_cmap("tab10" if most <= 10 else "tab20")
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4 + 0.16 * most), squeeze=False)
@@ -142,7 +137,7 @@ def _barh(ax: Any, labels: list[str], values: list[float], colors: list[str]) ->
 
 
 def plot_model_ratio(rows: Sequence[Row], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     done = [r for r in measured(rows) if r.get("model_ratio") is not None]
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.24 * max(1, len(done))))
     _barh(ax, [label(r) for r in done], [float(r["model_ratio"]) for r in done],
@@ -164,7 +159,7 @@ def plot_heatmap(rows: Sequence[Row], path: Path) -> bool:
     bounded = [r for r in measured(rows) if r["strategy"] == "bounded"]
     if not bounded:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     panels = list(_groups(bounded, "driver", "db_latency_ms", "executor_threads", "max_overflow").items())[:6]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
     for ax, ((driver, latency, threads, overflow), panel) in zip(axes[0], panels, strict=True):
@@ -193,7 +188,7 @@ def plot_heatmap(rows: Sequence[Row], path: Path) -> bool:
 
 
 def plot_pool_saturation(rows: Sequence[Row], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     done = measured(rows)
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 1.2 + 0.24 * max(1, len(done))), sharey=True,
                                               gridspec_kw={"width_ratios": [3, 2, 2]})

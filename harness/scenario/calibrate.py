@@ -65,6 +65,16 @@ async def calibrate_store(store: st.SessionStore, samples: int = CALIBRATION_SAM
     return Calibration(refresh_ms=round(refresh_ms, 3), delete_ms=round(delete_ms, 3), samples=samples)
 
 
+async def calibrate_registry(registry: Any, samples: int = CALIBRATION_SAMPLES) -> Calibration:
+    """Like :func:`calibrate_store`, with the registry's own refresh (``registry.refresh_one``)."""
+    store = registry.store
+    ids = [f"calibration-{secrets.token_hex(8)}" for _ in range(samples)]
+    await store.run(st.insert_sessions, ids)
+    refresh_ms = await _median_ms([lambda i=i: registry.refresh_one(i) for i in ids])
+    delete_ms = await _median_ms([lambda i=i: store.run(st.delete_session, i) for i in ids])
+    return Calibration(refresh_ms=round(refresh_ms, 3), delete_ms=round(delete_ms, 3), samples=samples)
+
+
 def calibrate(config: StoreConfig, samples: int = CALIBRATION_SAMPLES) -> Calibration:
     """Calibrate with a store of its own (same URL and driver as the gateway)."""
 

@@ -6,7 +6,7 @@ Maps whose keys are data (workers, request names, reasons) stay dicts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 Json = dict[str, Any]
@@ -256,4 +256,4 @@ class RunSummary:
 
 __all__ = ["CleanupSummary", "CycleModel", "FaultResult", "LoadSummary", "PoolSummary", "RecoveryCycle",
            "RunSummary", "SessionsSummary", "SoakSummary", "SoakWorker", "Stats", "WaitStats", "WorkerPool",
-           "asdict", "to_json"]
+           "to_json"]

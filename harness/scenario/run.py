@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from gateway_sim.admin_client import AdminClient
 from gateway_sim.config import StoreConfig
+from harness.errors import UsageError
 from harness.faults.injectors import FaultScheduler
 from harness.files import read_jsonl, write_csv, write_json
 from harness.scenario.calibrate import Calibration, calibrate
@@ -156,8 +157,6 @@ class Run:
             try:
                 reported = AdminClient(url).config()
             except (OSError, ValueError, KeyError) as exc:
-                from harness.errors import UsageError
-
                 raise UsageError(f"cannot read {url}/admin/cycles: {exc}") from None
             gateway_keys = [k for k in RUN_KNOBS if k in reported]
             config |= {k: reported.get(k) for k in gateway_keys if k not in ("db_latency_ms", "db_jitter_ms")}
@@ -168,9 +167,13 @@ class Run:
         """Round trips measured here, then the gateway's own CPU costs measured in the (first) gateway."""
         if not self.stack.db_url:
             return None
+        # contextforge refreshes with a pre-ping on each checkout: the calibrated refresh pays it too
         calibration = calibrate(StoreConfig(db_url=self.stack.gateway_db_url, driver=config["driver"],
                                             executor_threads=config["executor_threads"] or 1,
+                                            pool_pre_ping=config.get("registry_name") == "contextforge",
                                             application_name="mcp-loadtest-calibration"))
+        if config.get("registry_name", "sim") != "sim":
+            return calibration  # the CPU calibration runs the sim registry's cleanup
         try:
             costs = AdminClient(self.stack.gateway_urls[0]).calibrate()
         except (OSError, ValueError, KeyError) as exc:
@@ -216,7 +219,7 @@ class Run:
                             f"max_connections {pool.max_connections}")
         summary = RunSummary(
             config=config,
-            versions=package_versions(),
+            versions={**package_versions(), **self.config.registry_versions()},
             cleanup=cleanup_summary(data, calibration, models),
             pool=pool,
             sessions=sessions_summary(data, read_jsonl(sorted(self.logs.glob("gateway-sessions-*.jsonl"))),
@@ -237,7 +240,9 @@ class Run:
         out = self.config.out_dir
         document = summary.to_json()
         write_json(out / "summary.json", document)
-        write_json(out / "manifest.json", build_manifest({"config": summary.config}))
+        manifest = build_manifest({"config": summary.config})
+        manifest["versions"].update(self.config.registry_versions())  # the registry's own package, if not ours
+        write_json(out / "manifest.json", manifest)
         write_csv(out / "cycles.csv", cycle_rows(data.cycles, models))
         write_csv(out / "pool.csv", data.pool_samples)
         write_csv(out / "pg_activity.csv", data.pg_samples)

@@ -37,7 +37,7 @@ class GatewayProcess:
         """``python``: the interpreter to run the gateway with (default this one), e.g. one whose path puts
         another checkout of ``gateway_sim`` first."""
         self.command = [
-            python or sys.executable,
+            python or sys.executable,  # the contextforge environment's interpreter for that registry
             "-m",
             "gateway_sim",
             "--db-url",
@@ -51,6 +51,7 @@ class GatewayProcess:
             *args,
         ]
         self.worker_id = worker_id
+        self._own_log = log_path is None  # a temp file of ours: removed on stop, nothing is left behind
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
         self.url: str | None = None
         self.proc: subprocess.Popen[str] | None = None
@@ -84,8 +85,8 @@ class GatewayProcess:
                 return self.url
             if not line and self.proc.poll() is not None:
                 break
-        self.stop()
         tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        self.stop()
         raise GatewayError(f"gateway {self.worker_id} did not start: " + (" | ".join(tail) or "no output"))
 
     def alive(self) -> bool:
@@ -105,6 +106,8 @@ class GatewayProcess:
         with contextlib.suppress(Exception):
             if self.proc.stdout and not self.proc.stdout.closed:
                 self.proc.stdout.close()
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
         return self.proc.returncode
 
     def __enter__(self) -> str:

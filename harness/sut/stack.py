@@ -26,6 +26,7 @@ class StackOptions:
     db: str = "embedded"
     db_url: str | None = None
     max_connections: int = 100
+    docker_image: str | None = None
     gateway_args: tuple[str, ...] = ()
     gateway_workers: int = 1
     host: str = "127.0.0.1"
@@ -35,6 +36,8 @@ class StackOptions:
     db_jitter_ms: float = 0.0
     log_dir: Path | None = None
     session_log_dir: Path | None = None
+    registry: str = "sim"
+    python: str | None = None  # the gateways' interpreter (the contextforge environment's), else ours
 
     @classmethod
     def from_knobs(cls, knobs: Mapping[str, Any], **overrides: Any) -> StackOptions:
@@ -43,6 +46,7 @@ class StackOptions:
             "db": knobs.get("db", "embedded"),
             "db_url": knobs.get("db_url"),
             "max_connections": knobs.get("max_connections", 100),
+            "docker_image": knobs.get("docker_image"),
             "gateway_args": tuple(gateway_argv(knobs)),
             "gateway_workers": knobs.get("gateway_workers", 1),
             "host": knobs.get("host") or "127.0.0.1",
@@ -51,7 +55,12 @@ class StackOptions:
             "db_latency_ms": knobs.get("db_latency_ms") or 0.0,
             "db_jitter_ms": knobs.get("db_jitter_ms") or 0.0,
             "log_dir": knobs.get("log_dir"),
+            "registry": knobs.get("registry_name") or "sim",
         }
+        if values["registry"] == "contextforge":
+            from harness.commands.options import gateway_python
+
+            values["python"] = gateway_python(knobs)
         values.update(overrides)
         return cls(**values)
 
@@ -65,7 +74,8 @@ class Stack:
         if options.db_latency_ms < 0 or options.db_jitter_ms < 0:
             raise UsageError("--db-latency-ms and --db-jitter-ms must be >= 0")
         self.options = options
-        self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections)
+        self.provider: PostgresProvider = provider_for(options.db, options.db_url, options.max_connections,
+                                                     options.docker_image)
         self.db_url = ""
         self.gateway_db_url = ""
         self.proxy: Any = None
@@ -85,7 +95,10 @@ class Stack:
             self.db_url = self.provider.start()
             self.gateway_db_url = self.db_url
             with sync_session(self.db_url) as session:
-                st.create_schema(session)
+                if self.options.registry == "sim":
+                    st.create_schema(session)
+                else:  # that registry creates mcp_sessions from its own model; its gateway adds the trigger
+                    st.create_fault_knobs(session)
             if self.options.latency_mode == "proxy":
                 self._start_proxy()
             self.set_latency(self.options.db_latency_ms, self.options.db_jitter_ms)
@@ -113,7 +126,7 @@ class Stack:
         args = list(self.options.gateway_args)
         if self.options.session_log_dir is not None:
             args += ["--session-log", str(Path(self.options.session_log_dir) / f"gateway-sessions-{index}.jsonl")]
-        gateway = GatewayProcess(self.gateway_db_url, args, worker_id=str(index),
+        gateway = GatewayProcess(self.gateway_db_url, args, worker_id=str(index), python=self.options.python,
                                  host=self.options.host, port=port, log_path=log_path)
         self.gateways.append(gateway)
         gateway.start()

@@ -1,0 +1,1 @@
+"""Measure a gateway from its Postgres alone: a read-only sampler, the pure cycle inference, the writer."""

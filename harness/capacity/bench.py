@@ -122,6 +122,7 @@ class BenchRow:
     delete_ms: float | None = None
     cpu_share: float | None = None
     model_terms: dict[str, float] = field(default_factory=dict)
+    cycle_cpu_ms: float | None = None  # this process's CPU time over a measured cycle (median)
     registry: str = "sim"
     cycles_ms: list[float] = field(default_factory=list)
     max_inflight: int = 0
@@ -234,7 +235,11 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
             refresh_ms = await _batch_refresh_ms(registry, point.batch_size)
         check_ms = await _check_ms(registry)
         before = registry.monitor.snapshot()
-        records = [await cycle() for _ in range(repeats)]
+        records, cpu_ms = [], []
+        for _ in range(repeats):
+            started = time.process_time()
+            records.append(await cycle())
+            cpu_ms.append((time.process_time() - started) * 1000.0)
         after = registry.monitor.snapshot()
     finally:
         await registry.stop()
@@ -258,7 +263,7 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         phase1_ms=round(statistics.median(r.phase1_ms for r in records), 3),
         model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=cpu.get("cpu_refresh_ms"),
         cpu_check_ms=cpu.get("cpu_check_ms"), cpu_remove_ms=cpu.get("cpu_remove_ms"), delete_ms=cpu.get("delete_ms"),
-        cpu_share=cpu.get("cpu_share"), model_terms=result.terms,
+        cpu_share=cpu.get("cpu_share"), model_terms=result.terms, cycle_cpu_ms=round(statistics.median(cpu_ms), 3),
         max_inflight=max(r.max_inflight for r in records),
         pool_exhausted_fraction=round((after.exhausted_seconds - before.exhausted_seconds) / spent, 4),
         checked_out_peak=max(r.pool.checked_out_peak for r in records),

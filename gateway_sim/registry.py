@@ -23,7 +23,7 @@ from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig, RegistryConfig
 from gateway_sim.metrics import CycleLog, CycleRecord, GatewayMetrics
 from gateway_sim.pool_monitor import PoolMonitor
-from gateway_sim.registry_api import SessionListener, session_accounting
+from gateway_sim.registry_api import SessionListener, notify, session_accounting
 from gateway_sim.store import SessionStore, open_store
 from gateway_sim.transports import Transport
 
@@ -169,11 +169,7 @@ class SessionRegistry:
         return self.sessions.get(session_id)
 
     def _emit(self, event: str, session_id: str, kind: str, reason: str) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event, session_id, kind, reason)
-            except Exception:
-                log.exception("session listener failed")
+        notify(self.listeners, event, session_id, kind, reason)
 
     async def add_session(self, transport: Transport, data: str | None = None) -> str:
         """Register a new session (128-bit random id) and insert its row."""

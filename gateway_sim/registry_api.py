@@ -15,6 +15,7 @@ CLEANUP rows, ``summary.json``, the gate and the sweep).
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,6 +25,8 @@ from gateway_sim.pool_monitor import PoolMonitor
 from gateway_sim.settings import validate_registry_name
 from gateway_sim.store import SessionStore
 from gateway_sim.transports import Transport
+
+log = logging.getLogger(__name__)
 
 SessionListener = Callable[[str, str, str, str], None]
 """Called as ``listener(event, session_id, kind, reason)`` on ``created`` and ``removed``."""
@@ -97,6 +100,15 @@ BUILT_IN: dict[str, str] = {
     "sim": "gateway_sim.registry:create",
     "contextforge": "gateway_sim.registries.contextforge:create",
 }
+
+
+def notify(listeners: Sequence[SessionListener], event: str, session_id: str, kind: str, reason: str) -> None:
+    """Tell every listener about a session created or removed; a failing listener is logged, never raised."""
+    for listener in listeners:
+        try:
+            listener(event, session_id, kind, reason)
+        except Exception:
+            log.exception("session listener failed")
 
 
 def session_accounting(created: Mapping[str, int], removed: Mapping[str, int],

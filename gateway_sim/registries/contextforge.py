@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from gateway_sim.config import GatewayConfig, StoreConfig, default_executor_threads
 from gateway_sim.metrics import CycleLog, CycleRecord
 from gateway_sim.pool_monitor import PoolMonitor
-from gateway_sim.registry_api import SessionListener, session_accounting
+from gateway_sim.registry_api import SessionListener, notify, session_accounting
 from gateway_sim.store import SCHEMA_LOCK_KEY, open_store
 from gateway_sim.transports import Transport
 
@@ -341,11 +341,7 @@ class ContextForgeRegistry:
         self._emit("removed", session_id, inner.kind, reason)
 
     def _emit(self, event_name: str, session_id: str, kind: str, reason: str) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event_name, session_id, kind, reason)
-            except Exception:
-                log.exception("session listener failed")
+        notify(self.listeners, event_name, session_id, kind, reason)
 
     # -- sessions ------------------------------------------------------------------------------
     @property

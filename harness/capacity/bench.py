@@ -39,6 +39,7 @@ from harness.errors import UsageError
 from harness.scenario.calibrate import calibrate_registry
 from harness.settings import DEFAULT_RESERVED_CONNECTIONS, GRID_KNOBS, SETTINGS
 from harness.sut.dbsync import sync_session
+from harness.sut.gateway_proc import this_checkout_first
 
 BENCH_LISTS = ("phase1_removal",)
 """Bench-only grid axes (beside :data:`GRID_KNOBS`)."""
@@ -279,7 +280,7 @@ def measure_in_env(point: BenchPoint, db_url: str, repeats: int, python: str) ->
     """Measure a point in a process of the given interpreter (the contextforge environment's)."""
     payload = json.dumps({"point": asdict(point), "db_url": db_url, "repeats": repeats})
     out = subprocess.run([python, "-m", "harness.capacity.bench_point"], input=payload, capture_output=True,
-                         text=True, check=False, timeout=3600)
+                         text=True, check=False, timeout=3600, env=this_checkout_first())
     if out.returncode != 0:
         tail = " | ".join(out.stderr.strip().splitlines()[-2:]) or f"exit {out.returncode}"
         raise RuntimeError(f"{point.registry_name} point N={point.sessions} failed: {tail}")

@@ -16,6 +16,14 @@ from types import TracebackType
 from gateway_sim.cli import READY_PREFIX
 
 
+def this_checkout_first() -> dict[str, str]:
+    """The environment for a child interpreter (another venv's, say) that must run this very checkout's
+    ``gateway_sim`` and ``harness``, whatever an environment built from another checkout has installed."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
 class GatewayError(RuntimeError):
     """A gateway process did not start; the message carries the end of its log."""
 
@@ -70,7 +78,7 @@ class GatewayProcess:
             stderr=log,
             stdin=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**this_checkout_first(), "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # Ctrl-C reaches the harness, which stops its children in order
         )
         log.close()

@@ -17,6 +17,7 @@ from gateway_sim.settings import (
     STRATEGIES,
     check_fields,
     default_executor_threads,
+    default_field,
     fill_registry_knobs,
     refuse_sim_only,
     values_from,
@@ -37,10 +38,7 @@ __all__ = [
 
 
 def _default(name: str) -> Any:
-    row = GATEWAY[name]
-    if callable(row.default):
-        return field(default_factory=row.default)
-    return field(default=row.default)
+    return default_field(GATEWAY[name])
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gateway_sim.allocator import DEFAULT_MMAP_THRESHOLD, validate_mmap_threshold
@@ -208,6 +208,11 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "--executor-threads given to a contextforge gateway); None leaves Python's default", minimum=1,
             forward=False, reported=False, command_line=False),
 )
+
+
+def default_field(row: Setting) -> Any:
+    """A dataclass field whose default is the row's (a factory when the default is computed)."""
+    return field(default_factory=row.default) if callable(row.default) else field(default=row.default)
 
 
 def table(rows: Iterable[Setting]) -> dict[str, Setting]:

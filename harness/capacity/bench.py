@@ -32,7 +32,7 @@ from gateway_sim.costs import measure_costs
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.registry_api import Registry, create_registry
-from gateway_sim.settings import CONTEXTFORGE_FIXED, SIM_ONLY, STRATEGIES
+from gateway_sim.settings import CONTEXTFORGE_FIXED, SIM_ONLY, STRATEGIES, default_field
 from gateway_sim.transports import SyntheticTransport
 from harness.capacity.model import ModelInput, ModelResult, model_input, predict
 from harness.errors import UsageError
@@ -46,8 +46,7 @@ BENCH_LISTS = ("phase1_removal",)
 
 
 def _default(name: str) -> Any:
-    row = SETTINGS[name]
-    return field(default_factory=row.default) if callable(row.default) else field(default=row.default)
+    return default_field(SETTINGS[name])
 
 
 @dataclass(frozen=True)

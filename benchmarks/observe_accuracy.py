@@ -22,11 +22,15 @@ from harness.observe.validate import Point, run_point
 from harness.settings import SETTINGS
 
 HEADER = ("| N | L ms | strategy | true | observed | matched | recall | precision | error ms p50 / p95 "
-          "| within 10 % or 50 ms | true cycle ms p50 | sweep + phase 1 ms p50 | starts from a caught sweep |")
+          "| within 10 % or 50 ms | true cycle ms p50 | sweep + phase 1 ms p50 | starts: sweep / period / lead |")
 
 
 def _p50(values: list[float]) -> float | None:
     return sorted(values)[len(values) // 2] if values else None
+
+
+def _starts(counts: dict[str, int]) -> str:
+    return " / ".join(str(counts.get(k, 0)) for k in ("sweep", "period", "lead"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"sessions": sessions, "latency_ms": latency, "strategy": strategy, **result.as_dict(),
                        "true_ms_p50": _p50(detail["true_ms"]), "opened": detail["opened"],
                        "before_phase2_ms_p50": _p50(detail["true_before_phase2_ms"]),
-                       "start_from_sweep": detail["start_from_sweep"],
+                       "start_from": detail["start_from"], "turnaround_ms": detail["turnaround_ms"],
                        "poll_hz": round(detail["poll_hz"], 1), "seconds": round(time.monotonic() - began, 1)}
                 rows.append(row)
                 print(f"| {sessions} | {latency:g} | {strategy} | {result.true_cycles} | {result.observed_cycles} | "
                       f"{result.matched} | {result.recall} | {result.precision} | {result.error_ms_p50} / "
                       f"{result.error_ms_p95} | {result.within_tolerance} | {row['true_ms_p50']} | "
-                      f"{row['before_phase2_ms_p50']} | {row['start_from_sweep']} of {len(detail['observed_ms'])} |",
+                      f"{row['before_phase2_ms_p50']} | {_starts(detail['start_from'])} |",
                       flush=True)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n", encoding="utf-8")

@@ -62,8 +62,10 @@ class CpuCosts:
     cpu_share: float = 1.0
 
     def model_costs(self) -> dict[str, float]:
-        """The model's ``cpu_*`` inputs, ``cpu_share`` and ``delete_ms``."""
-        return {"cpu_refresh_ms": round(self.cpu_refresh_ms, 5), "cpu_check_ms": round(self.cpu_check_ms, 6),
+        """The model's ``cpu_*`` inputs, ``burst_refresh_ms`` (the burst's wall time per refresh), ``cpu_share`` and
+        ``delete_ms``."""
+        return {"cpu_refresh_ms": round(self.cpu_refresh_ms, 5), "burst_refresh_ms": round(self.refresh.wall_ms, 5),
+                "cpu_check_ms": round(self.cpu_check_ms, 6),
                 "cpu_remove_ms": round(self.cpu_remove_ms, 5), "delete_ms": round(self.delete_ms, 5),
                 "cpu_share": round(max(0.05, self.cpu_share), 4)}
 

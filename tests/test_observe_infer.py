@@ -13,6 +13,7 @@ from harness.observe.infer import (
     TransactionTracker,
     Vanished,
     infer_cycles,
+    turnaround,
 )
 from harness.observe.rows import RowTracker
 
@@ -158,8 +159,57 @@ def test_an_expiry_sweep_caught_in_flight_starts_the_cycle() -> None:
 
 
 def test_a_cycle_whose_sweep_was_missed_starts_the_measured_lead_before_its_first_refresh() -> None:
-    events = [e for s in (5.0, 10.0, 15.0) for e in bounded_cycle(s, 40, 20, 0.05)]
-    first, second, third = infer_cycles(events, sweeps=[4.9, 9.94])  # leads 100 and 60 ms; the third missed
-    assert (first.start_from, second.start_from, third.start_from) == ("sweep", "sweep", "lead")
-    assert abs(third.start - (15.0 - 0.08)) < 1e-9
-    assert third.first_refresh == 15.0
+    events = [e for s in (5.0, 10.0) for e in bounded_cycle(s, 40, 20, 0.05)]
+    first, second = infer_cycles(events, sweeps=[4.9])  # a lead of 100 ms; the second sweep missed
+    assert (first.start_from, second.start_from) == ("sweep", "lead")
+    assert abs(second.start - (10.0 - 0.1)) < 1e-9
+    assert second.first_refresh == 10.0
+
+
+def _sleep_loop(sizes: list[int], sleep: float, lead: float) -> tuple[list[RefreshEvent], list[float]]:
+    """Cycles of ``sizes`` sessions, each ``sleep`` after the previous one's end; sweeps ``lead`` before."""
+    events: list[RefreshEvent] = []
+    sweeps: list[float] = []
+    t = 5.0
+    for size in sizes:
+        sweeps.append(t)
+        cycle = bounded_cycle(t + lead, size, 20, 0.05)
+        events += cycle
+        t = cycle[-1].ts + sleep
+    return events, sweeps
+
+
+def test_a_missed_sweep_is_dated_by_the_sleep_after_the_previous_cycle() -> None:
+    events, sweeps = _sleep_loop([40, 200, 60, 120], sleep=2.0, lead=0.1)
+    cycles = infer_cycles(events, sweeps=sweeps[:3])  # the fourth sweep missed
+    assert [c.start_from for c in cycles] == ["sweep", "sweep", "sweep", "period"]
+    assert abs(cycles[3].start - sweeps[3]) < 1e-9  # not the lead: the sleep is what the loop keeps
+
+
+def test_a_missed_sweep_is_dated_by_the_period_of_a_fixed_rate_loop() -> None:
+    sizes, events, sweeps = [40, 200, 60, 120], [], []
+    for k, size in enumerate(sizes):  # a start every 3 s, whatever each cycle lasts
+        sweeps.append(5.0 + 3.0 * k)
+        events += bounded_cycle(sweeps[-1] + 0.1, size, 20, 0.05)
+    cycles = infer_cycles(events, sweeps=sweeps[:3])
+    assert cycles[3].start_from == "period" and abs(cycles[3].start - sweeps[3]) < 1e-9
+
+
+def test_a_period_that_lands_far_from_the_first_refresh_is_not_used() -> None:
+    events, sweeps = _sleep_loop([40] * 7, sleep=2.0, lead=0.1)
+    events = [e for e in events if not sweeps[5] <= e.ts < sweeps[6]]  # the sixth cycle not seen at all
+    cycles = infer_cycles(events, sweeps=sweeps[:5])
+    assert len(cycles) == 6 and cycles[5].start_from == "lead"
+    assert abs(cycles[5].start - sweeps[6]) < 1e-9
+
+
+def test_a_caught_sweep_starts_one_turnaround_before_the_database_saw_it() -> None:
+    events = bounded_cycle(5.0, 40, 20, 0.05)
+    (cycle,) = infer_cycles(events, sweeps=[4.95], turnaround=0.03)
+    assert cycle.start_from == "sweep" and abs(cycle.start - 4.92) < 1e-9
+
+
+def test_turnaround_is_a_low_quantile_of_the_gaps_and_zero_without_enough() -> None:
+    assert turnaround([0.05, 0.06]) == 0.0
+    gaps = [0.05 + 0.001 * i for i in range(10)] + [0.4, 0.9]
+    assert abs(turnaround(gaps) - 0.051) < 1e-12

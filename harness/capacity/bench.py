@@ -117,6 +117,7 @@ class BenchRow:
     phase1_ms: float | None = None
     model_phase1_ms: float | None = None
     cpu_refresh_ms: float | None = None
+    burst_refresh_ms: float | None = None
     cpu_check_ms: float | None = None
     cpu_remove_ms: float | None = None
     delete_ms: float | None = None
@@ -262,6 +263,7 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         phase1_removal=point.phase1_removal, disconnected=point.disconnected,
         phase1_ms=round(statistics.median(r.phase1_ms for r in records), 3),
         model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=cpu.get("cpu_refresh_ms"),
+        burst_refresh_ms=cpu.get("burst_refresh_ms"),
         cpu_check_ms=cpu.get("cpu_check_ms"), cpu_remove_ms=cpu.get("cpu_remove_ms"), delete_ms=cpu.get("delete_ms"),
         cpu_share=cpu.get("cpu_share"), model_terms=result.terms, cycle_cpu_ms=round(statistics.median(cpu_ms), 3),
         max_inflight=max(r.max_inflight for r in records),

@@ -81,6 +81,9 @@ class InferenceParams:
     vanish_window: float = 0.1
     sweep_lead: float = 1.0
     """An expiry sweep caught in flight up to this long before the first refresh starts the cycle."""
+    period_slack: float = 0.05
+    """A start from the period may fall this long after the first refresh's start time and still count
+    (it is then the first refresh): jitter of the gateway's sleep."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,10 @@ class InferredCycle:
     expired: int | None
     removed_one_by_one: int | None
     start_from: str
-    """``sweep`` (the expiry sweep's transaction was caught in flight), ``lead`` (the first refresh less the
-    median sweep-to-refresh lead of the cycles whose sweep was caught) or ``refresh`` (the first refresh)."""
+    """``sweep`` (the expiry sweep's transaction was caught in flight), ``period`` (the previous cycle's end
+    plus the sleep measured between cycles whose sweep was caught, or its start plus their period), ``lead``
+    (the first refresh less the median sweep-to-refresh lead of the cycles whose sweep was caught) or
+    ``refresh`` (the first refresh)."""
     end_from: str
     """``activity`` (the end of the cycle's last transaction, seen in ``pg_stat_activity``), ``caught`` (a
     last-wave transaction's end was seen) or ``estimated`` (last start + median transaction duration)."""
@@ -208,8 +213,14 @@ def infer_cycles(
     params: InferenceParams | None = None,
     sweeps: Sequence[float] = (),
     activity: Sequence[ActivitySample] = (),
+    turnaround: float = 0.0,
 ) -> list[InferredCycle]:
-    """The cleanup cycles in ``events`` (see the module docstring for the method)."""
+    """The cycles in ``events`` (see the module docstring for the method).
+
+    ``turnaround`` is the client's time between two statements of one transaction as the database sees it
+    (see :func:`turnaround`): the gateway starts a cycle that long before its first statement reaches the
+    database, so a caught sweep's start is moved back by it.
+    """
     params = params or InferenceParams()
     waves = _waves(events, params.wave_gap)
     chains = _chains(waves, params)
@@ -244,24 +255,66 @@ def infer_cycles(
         lead = [s for s in sweeps if first - params.sweep_lead <= s <= first
                 and (previous_last is None or s > previous_last)]
         cycles.append(InferredCycle(
-            start=max(lead) if lead else first, end=max(end, last), start_from="sweep" if lead else "refresh",
+            start=max(lead) - turnaround if lead else first, end=max(end, last),
+            start_from="sweep" if lead else "refresh",
             last_refresh=last, refreshed=sum(w.rows for w in chain),
             waves=sum(1 for w in chain if w.rows >= params.wave_rows), expired=expired,
             removed_one_by_one=one_by_one, end_from=end_from, first_refresh=first,
         ))
         previous_start, previous_last = first, last
-    return _lead_starts(cycles)
+    return _lead_starts(_period_starts(cycles, params))
+
+
+def _spread(values: Sequence[float]) -> float:
+    return max(values) - min(values) if len(values) > 1 else float("inf")
+
+
+def _period_starts(cycles: list[InferredCycle], params: InferenceParams) -> list[InferredCycle]:
+    """Cycles whose sweep was not caught start when the gateway's timer says, if the timer can be read.
+
+    A cleanup loop sleeps between cycles: a fixed sleep after each cycle's end (upstream's loop and the
+    sim's) or a fixed period from start to start. Consecutive cycles whose later sweep was caught measure
+    both gaps; the one that varies less is the loop's, and its median dates a missed start from the previous
+    cycle. A date more than ``sweep_lead`` before the first refresh (a cycle in between not seen), or more
+    than ``period_slack`` after it, is not used.
+    """
+    pairs = [(a, b) for a, b in pairwise(cycles) if b.start_from == "sweep"]
+    sleeps = [b.start - a.end for a, b in pairs]
+    periods = [b.start - a.start for a, b in pairs if a.start_from == "sweep"]
+    if not sleeps:
+        return cycles
+    from_end = len(periods) < 2 or _spread(sleeps) <= _spread(periods)
+    gap = median(sleeps if from_end else periods)
+    out = list(cycles)
+    for k in range(1, len(out)):
+        c, previous = out[k], out[k - 1]
+        if c.start_from != "refresh" or c.first_refresh is None:
+            continue
+        start = (previous.end if from_end else previous.start) + gap
+        if c.first_refresh - params.sweep_lead <= start <= c.first_refresh + params.period_slack:
+            out[k] = replace(c, start=min(start, c.first_refresh), start_from="period")
+    return out
 
 
 def _lead_starts(cycles: list[InferredCycle]) -> list[InferredCycle]:
-    """Cycles whose sweep was not caught start the median measured lead (sweep start to first refresh) of
-    those whose sweep was: the sweep and phase 1 take about as long each cycle."""
+    """Cycles whose start is still unknown start the median measured lead (sweep start to first refresh) of
+    those whose sweep was caught: the sweep and phase 1 take about as long each cycle."""
     leads = [c.first_refresh - c.start for c in cycles if c.start_from == "sweep" and c.first_refresh is not None]
     if not leads:
         return cycles
     lead = median(leads)
     return [replace(c, start=c.first_refresh - lead, start_from="lead")
             if c.start_from == "refresh" and c.first_refresh is not None else c for c in cycles]
+
+
+def turnaround(gaps: Sequence[float], share: float = 0.1) -> float:
+    """The client's turnaround between two statements of one transaction: the low ``share`` quantile of the
+    gaps seen (one statement's end to the next one's arrival), 0 with fewer than five. The low quantile is a
+    round trip without the event loop's queueing, as the first statement of a cycle meets it."""
+    if len(gaps) < 5:
+        return 0.0
+    ordered = sorted(gaps)
+    return ordered[int(share * (len(ordered) - 1))]
 
 
 def _classify_vanished(vanished: Sequence[Vanished], start: float, previous_start: float | None,

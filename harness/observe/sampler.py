@@ -10,7 +10,7 @@ import itertools
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,14 @@ from typing import Any
 import psycopg
 
 from harness.errors import ObserveError
-from harness.observe.infer import ActivitySample, InferenceParams, InferredCycle, TransactionTracker, infer_cycles
+from harness.observe.infer import (
+    ActivitySample,
+    InferenceParams,
+    InferredCycle,
+    TransactionTracker,
+    infer_cycles,
+    turnaround,
+)
 from harness.observe.rows import RowTracker
 
 APPLICATION_NAME = "mcp-loadtest-observe"
@@ -26,6 +33,8 @@ POLL_INTERVAL = 0.025
 """``pg_stat_activity`` every 25 ms (40 Hz), continuously while an expiry sweep is due (see :class:`SweepWindow`)."""
 ROWS_INTERVAL = 0.05
 """``mcp_sessions`` every 50 ms (20 Hz)."""
+TURNAROUND_SAMPLES = 2000
+"""How many statement-to-statement gaps are kept (the latest)."""
 HOT_ROWS_INTERVAL = 0.2
 """While a sweep is due: the table less often (write times are exact whenever they are read)."""
 SWEEP = re.compile(r"^\s*DELETE\s+FROM\s+\"?mcp_sessions\"?\s+WHERE\b.*\blast_accessed\b\s*<", re.I | re.S)
@@ -73,12 +82,13 @@ def connect(url: str, application_name: str = APPLICATION_NAME, timeout: float =
 
 _BACKENDS = (
     "SELECT pid, coalesce(state, 'unknown') AS state, extract(epoch from xact_start)::float8 AS xs,"
-    " extract(epoch from state_change)::float8 AS sc, left(query, 200) AS q FROM pg_stat_activity"
+    " extract(epoch from state_change)::float8 AS sc, left(query, 200) AS q,"
+    " extract(epoch from query_start)::float8 AS qs FROM pg_stat_activity"
     " WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
-_ACTIVITY = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q"
+_ACTIVITY = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q, a.qs"
              f" FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}) a ON true")
-_ACTIVITY_NAMED = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q"
+_ACTIVITY_NAMED = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q, a.qs"
                    f" FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}"
                    " AND left(application_name, length(%(name)s)) = %(name)s) a ON true")
 _ROWS = ("SELECT session_id, extract(epoch from created_at)::float8, extract(epoch from last_accessed)::float8,"
@@ -107,12 +117,18 @@ class Observation:
     """Start times of expiry-sweep transactions caught in flight."""
     activity: list[ActivitySample] = field(default_factory=list)
     hot_seconds: float = 0.0
+    turnaround_gaps: deque[float] = field(default_factory=lambda: deque(maxlen=TURNAROUND_SAMPLES))
+    """Gaps between one statement's end and the next one's arrival inside a gateway transaction (s)."""
+
+    def turnaround(self) -> float:
+        """The client's turnaround seen so far (see :func:`harness.observe.infer.turnaround`)."""
+        return turnaround(list(self.turnaround_gaps))
 
     def cycles(self, params: InferenceParams | None = None, since: float | None = None) -> list[InferredCycle]:
         """The cycles inferred from everything seen so far (or from ``since`` on)."""
         activity = self.activity if since is None else [a for a in self.activity if a.t >= since]
         return infer_cycles(self.rows.events(since), self.transactions.all(), self.rows.vanished, params,
-                            sorted(self.sweeps), activity)
+                            sorted(self.sweeps), activity, self.turnaround())
 
 
 class SweepWindow:
@@ -159,6 +175,7 @@ class Sampler:
         self._sample_at = 0.0
         self._window = SweepWindow()
         self._hot = False
+        self._backends: dict[int, tuple[float | None, str, float | None]] = {}
 
     def open(self) -> None:
         """Connect and check (raises :class:`ObserveError`)."""
@@ -192,6 +209,7 @@ class Sampler:
             tuple(a[3] for a in activity if a[1] == "idle" and a[3] is not None and a[3] > previous)))
         obs.transactions.update({int(a[0]): (a[2], str(a[1]), a[3]) for a in activity})
         obs.sweeps.update(a[2] for a in activity if a[2] is not None and a[4] and SWEEP.match(a[4]))
+        self._turnarounds(activity)
         if t - self._sample_at >= 0.02:
             self._sample_at = t
             states = Counter(str(a[1]) for a in activity)
@@ -202,6 +220,18 @@ class Sampler:
             rows = self._conn.execute(_ROWS).fetchall()
             obs.rows.update(float(rows[-1][3]) if rows else t, ((r[0], r[1], r[2]) for r in rows))
         return t
+
+    def _turnarounds(self, activity: list[tuple[Any, ...]]) -> None:
+        """A backend seen idle inside a transaction, then in the same transaction with a later statement:
+        the gap from the first statement's end to the next one's arrival is one client turnaround (or more)."""
+        now: dict[int, tuple[float | None, str, float | None]] = {}
+        for pid, state, xs, sc, _query, qs in activity:
+            before = self._backends.get(int(pid))
+            if (xs is not None and before is not None and before[0] == xs and before[1] == "idle in transaction"
+                    and before[2] is not None and qs is not None and qs > before[2]):
+                self.observation.turnaround_gaps.append(qs - before[2])
+            now[int(pid)] = (xs, str(state), sc)
+        self._backends = now
 
     def run(self, duration: float | None = None) -> Observation:
         """Poll every ``interval`` seconds until stopped or ``duration`` has passed; always closes."""

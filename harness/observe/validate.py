@@ -8,6 +8,7 @@ import contextlib
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,8 @@ def run_point(point: Point, work_dir: Path | None = None) -> tuple[Score, dict[s
     result = score(truth, cycles, (obs.started_at, obs.ended_at))
     detail = {"opened": opened, "true_ms": [t.total_ms for t in truth],
               "true_before_phase2_ms": [round(float(r["expiry_ms"]) + float(r["phase1_ms"]), 3) for r in records],
-              "start_from_sweep": sum(1 for c in cycles if c.start_from == "sweep"),
+              "start_from": dict(Counter(c.start_from for c in cycles)),
+              "turnaround_ms": round(obs.turnaround() * 1000.0, 3),
               "observed_ms": [c.duration_ms for c in cycles], "poll_hz": len(obs.pg_samples)
               / max(1e-9, obs.ended_at - obs.started_at)}
     return result, detail

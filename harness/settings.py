@@ -152,6 +152,9 @@ HARNESS_SETTINGS: tuple[Setting, ...] = (
             minimum=0),
     Setting("cpu_refresh_ms", "capacity", float, 0.0, "gateway CPU of one refresh, ms (the model's CPU roof)",
             minimum=0),
+    Setting("burst_refresh_ms", "capacity", float, 0.0,
+            "wall time per refresh of a zero-latency burst at the cycle's concurrency, ms (the CPU roof when "
+            "the database's side of the work is the larger)", minimum=0),
     Setting("cpu_check_ms", "capacity", float, 0.0, "gateway CPU of one phase-1 check, ms", minimum=0),
     Setting("cpu_remove_ms", "capacity", float, 0.0,
             "gateway work of one phase-1 removal besides its DELETE round trip, ms", minimum=0),

@@ -140,3 +140,17 @@ def test_cpu_share_stretches_the_cpu_roof_only() -> None:
     assert half.terms["refresh_db_ms"] == pytest.approx(50.0)
     with pytest.raises(ValueError):
         ModelInput(sessions=1, refresh_ms=1.0, cpu_share=0.0)
+
+
+def test_a_burst_slower_than_the_loops_cpu_raises_the_roof(capsys) -> None:
+    """At zero latency the burst's wall time per refresh is the throughput the cycle can reach; when the
+    database's side is slower than the loop's CPU, the roof is the burst's, never below the CPU's."""
+    cpu_only = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3))
+    database = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3, burst_refresh_ms=0.7))
+    assert (cpu_only.model_ms, database.model_ms) == (pytest.approx(300.0), pytest.approx(700.0))
+    assert database.binding == "cpu" and database.terms["refresh_cpu_ms"] == pytest.approx(700.0)
+    shared = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3, burst_refresh_ms=0.2, cpu_share=0.5))
+    assert shared.model_ms == pytest.approx(600.0)  # the CPU over its share still wins over a faster burst
+    assert main(["model", "--sessions", "1000", "--db-latency-ms", "1", "--cpu-refresh-ms", "0.3",
+                 "--burst-refresh-ms", "0.7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_ms"] == pytest.approx(700.0)

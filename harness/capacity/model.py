@@ -2,10 +2,11 @@
 
 With C connected sessions, D disconnected ones and N = C + D checked::
 
-    cycle = N × check + removal(D) + max(rounds × L_refresh, C × cpu_refresh)
+    cycle = N × check + removal(D) + max(rounds × L_refresh, C × roof)
 
     rounds        = ceil(C / c_eff)          (bounded, gather, sequential: one refresh statement per session)
                     ceil(C / batch_size)     (batched: one UPDATE … = ANY(:ids) per chunk)
+    roof          = max(cpu_refresh / cpu_share, burst_refresh)
     c_eff         = min(max_concurrent, executor threads (thread driver), pool_size + max_overflow,
                         (max_connections − reserved) / gateway workers)
     removal(D)    = D × (L_delete + cpu_remove)   phase-1 removal per-session: one DELETE each, one after another
@@ -20,7 +21,10 @@ side of every refresh one after another: ``C × cpu_refresh``). ``binding`` is `
 larger; else the concurrency limit that sets ``c_eff`` (``none`` when no limit is below C).
 
 ``cpu_share`` is the share of a core the gateway process got while its calibration burst was CPU-bound (1 on an
-idle machine; less when other processes take the cores): the CPU roof is ``C × cpu_refresh / cpu_share``.
+idle machine; less when other processes take the cores). ``burst_refresh`` is the same burst's wall time per
+refresh: at zero injected latency, with the cycle's own strategy and concurrency, nothing is left of a refresh
+but work — the loop's, the driver's and the database's, which on one machine share the cores. When the
+database's side is the larger, the burst's wall time, not the loop's CPU, is the throughput roof.
 ``check`` is ``max(check_ms, cpu_check_ms)``: the older ``--check-ms`` and the calibrated CPU of one check are
 the same cost.
 """
@@ -59,6 +63,7 @@ class ModelInput:
     phase1_removal: str = "per-session"
     delete_ms: float = 0.0
     cpu_refresh_ms: float = 0.0
+    burst_refresh_ms: float = 0.0
     cpu_check_ms: float = 0.0
     cpu_remove_ms: float = 0.0
     cpu_share: float = 1.0
@@ -66,7 +71,8 @@ class ModelInput:
     def __post_init__(self) -> None:
         if self.sessions < 0 or self.disconnected < 0:
             raise ValueError("sessions must be >= 0")
-        costs = (self.refresh_ms, self.check_ms, self.delete_ms, self.cpu_refresh_ms, self.cpu_check_ms,
+        costs = (self.refresh_ms, self.check_ms, self.delete_ms, self.cpu_refresh_ms, self.burst_refresh_ms,
+                 self.cpu_check_ms,
                  self.cpu_remove_ms)
         if min(costs) < 0:
             raise ValueError("latencies must be >= 0")
@@ -143,7 +149,7 @@ def predict(inp: ModelInput) -> ModelResult:
     checks = (inp.sessions + inp.disconnected) * check
     removal = removal_ms(inp)
     database = refresh_rounds(inp, c_eff) * inp.refresh_ms
-    cpu = inp.sessions * inp.cpu_refresh_ms / inp.cpu_share
+    cpu = inp.sessions * max(inp.cpu_refresh_ms / inp.cpu_share, inp.burst_refresh_ms)
     if cpu > database:
         binding = "cpu"
     model_ms = checks + removal + max(database, cpu)
@@ -159,9 +165,8 @@ def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, c
 
     The one place knobs become a :class:`ModelInput`: a knob not given takes its default from the settings
     table; the executor counts only for the thread driver; ``max_connections`` wins over the knob when the
-    server reported its own. ``cpu`` gives calibrated ``cpu_refresh_ms``/``cpu_check_ms``/``cpu_remove_ms``
-    (and ``cpu_share``);
-    without it they come from the knobs of the same names (0 by default).
+    server reported its own. ``cpu`` gives calibrated ``cpu_refresh_ms``/``burst_refresh_ms``/``cpu_check_ms``/
+    ``cpu_remove_ms`` (and ``cpu_share``); without it they come from the knobs of the same names (0 by default).
     """
 
     def knob(name: str) -> Any:
@@ -182,6 +187,7 @@ def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, c
         max_connections=max_connections or knob("max_connections"),
         reserved_connections=knob("reserved_connections"), gateway_workers=knob("gateway_workers"),
         batch_size=knob("batch_size"), disconnected=disconnected, phase1_removal=knob("phase1_removal"),
-        delete_ms=delete_ms, cpu_refresh_ms=cost("cpu_refresh_ms"), cpu_check_ms=cost("cpu_check_ms"),
+        delete_ms=delete_ms, cpu_refresh_ms=cost("cpu_refresh_ms"), burst_refresh_ms=cost("burst_refresh_ms"),
+        cpu_check_ms=cost("cpu_check_ms"),
         cpu_remove_ms=cost("cpu_remove_ms"), cpu_share=cost("cpu_share") or 1.0,
     )

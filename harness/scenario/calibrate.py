@@ -26,6 +26,7 @@ class Calibration:
     delete_ms: float
     samples: int
     cpu_refresh_ms: float | None = None
+    burst_refresh_ms: float | None = None
     cpu_check_ms: float | None = None
     cpu_remove_ms: float | None = None
     remove_delete_ms: float | None = None
@@ -33,13 +34,16 @@ class Calibration:
 
     def cpu(self) -> dict[str, float]:
         """The model's ``cpu_*`` inputs that were measured."""
-        values = {"cpu_refresh_ms": self.cpu_refresh_ms, "cpu_check_ms": self.cpu_check_ms,
+        values = {"cpu_refresh_ms": self.cpu_refresh_ms, "burst_refresh_ms": self.burst_refresh_ms,
+                  "cpu_check_ms": self.cpu_check_ms,
                   "cpu_remove_ms": self.cpu_remove_ms, "cpu_share": self.cpu_share}
         return {k: v for k, v in values.items() if v is not None}
 
     def with_gateway_costs(self, costs: dict[str, Any]) -> Calibration:
         """This calibration with the costs a gateway's ``/admin/calibrate`` reported."""
+        burst = costs.get("burst_refresh_ms")
         return replace(self, cpu_refresh_ms=float(costs["cpu_refresh_ms"]),
+                       burst_refresh_ms=None if burst is None else float(burst),
                        cpu_check_ms=float(costs["cpu_check_ms"]), cpu_remove_ms=float(costs["cpu_remove_ms"]),
                        remove_delete_ms=float(costs["delete_ms"]), cpu_share=float(costs["cpu_share"]))
 

@@ -13,9 +13,11 @@ Method:
      waves is dropped (a few touches that happened to bunch up). Fragments closer than
      :func:`chain_gap` (half the typical sleep between cycles) are one cycle that stalled.
   3. *Start* is the start of the expiry sweep's transaction when it was caught in flight (a
-     ``DELETE FROM mcp_sessions … last_accessed <`` statement); else phase 2's first refresh less the
-     median lead (sweep start to first refresh) of the cycles whose sweep was caught; with none caught,
-     the first refresh itself (the sweep and phase 1 before it leave no timestamp).
+     ``DELETE FROM mcp_sessions … last_accessed <`` statement), less the client's turnaround; else the
+     cleanup loop's timer read from the cycles whose sweep was caught (a fixed sleep after each end, or a
+     fixed period, whichever varies less: :func:`_period_starts`); else phase 2's first refresh less the
+     median lead (sweep start to first refresh) of the cycles whose sweep was caught; with none caught, the
+     first refresh itself (the sweep and phase 1 before it leave no timestamp).
      *End*: after the last heavy wave the cycle is followed in ``pg_stat_activity`` (see :func:`_tail`): it
      ends at the first poll with none of its transactions open, at the latest transaction end seen by
      then. Without polls that show it: the end of a last-wave transaction caught in flight, else the last

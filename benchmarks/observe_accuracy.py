@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                        "true_ms_p50": _p50(detail["true_ms"]), "opened": detail["opened"],
                        "before_phase2_ms_p50": _p50(detail["true_before_phase2_ms"]),
                        "start_from": detail["start_from"], "turnaround_ms": detail["turnaround_ms"],
+                       "pairs": detail["pairs"],
                        "poll_hz": round(detail["poll_hz"], 1), "seconds": round(time.monotonic() - began, 1)}
                 rows.append(row)
                 print(f"| {sessions} | {latency:g} | {strategy} | {result.true_cycles} | {result.observed_cycles} | "

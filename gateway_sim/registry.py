@@ -71,16 +71,23 @@ async def refresh_bounded(ids: Sequence[str], plan: RefreshPlan) -> list[Refresh
 
 
 async def refresh_batched(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshResult]:
-    """One ``UPDATE … = ANY(:ids) RETURNING`` per chunk: one round trip per ``batch_size`` ids."""
+    """One ``UPDATE … = ANY(:ids) RETURNING`` per chunk of ``batch_size`` ids, the chunks gathered with at most
+    ``max_concurrent`` in flight: one round trip per ``batch_size × max_concurrent`` ids. A failed chunk fails
+    its own ids only."""
+    chunks = [ids[start : start + plan.batch_size] for start in range(0, len(ids), plan.batch_size)]
+    semaphore = asyncio.Semaphore(plan.max_concurrent)
+
+    async def bounded(chunk: Sequence[str]) -> set[str]:
+        async with semaphore:
+            return await plan.refresh_many(chunk)
+
+    found = await asyncio.gather(*(bounded(chunk) for chunk in chunks), return_exceptions=True)
     results: list[RefreshResult] = []
-    for start in range(0, len(ids), plan.batch_size):
-        chunk = ids[start : start + plan.batch_size]
-        try:
-            found = await plan.refresh_many(chunk)
-        except Exception as exc:
-            results.extend(exc for _ in chunk)
+    for chunk, rows in zip(chunks, found, strict=True):
+        if isinstance(rows, BaseException):
+            results.extend(rows for _ in chunk)
         else:
-            results.extend(i in found for i in chunk)
+            results.extend(i in rows for i in chunk)
     return results
 
 

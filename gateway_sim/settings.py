@@ -164,8 +164,10 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             forward=False, reported=False, command_line=False),
     # registry: how the cleanup cycle runs
     Setting("strategy", "registry", _text, "bounded", "phase-2 refresh strategy", choices=STRATEGIES),
-    Setting("max_concurrent", "registry", int, 20, "semaphore bound for the bounded strategy", minimum=1),
-    Setting("batch_size", "registry", int, 500, "ids per UPDATE for the batched strategy", minimum=1),
+    Setting("max_concurrent", "registry", int, 20,
+            "semaphore bound: refreshes in flight (bounded), chunks in flight (batched)", minimum=1),
+    Setting("batch_size", "registry", int, 500,
+            "ids per UPDATE for the batched strategy (at most --max-concurrent chunks in flight)", minimum=1),
     Setting("phase1_removal", "registry", _text, "per-session",
             "how phase 1 deletes the rows of gone sessions: per-session (one DELETE each, as upstream) or batched "
             "(one DELETE … = ANY(:ids) for all gone sessions of the cycle)", choices=PHASE1_REMOVALS),

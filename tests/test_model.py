@@ -41,9 +41,14 @@ def test_binding_constraint(kwargs, binding, c_eff) -> None:
     assert (result.binding, result.c_eff) == (binding, c_eff)
 
 
-def test_batched_is_one_round_trip_per_chunk_plus_checks() -> None:
+def test_batched_is_one_round_trip_per_wave_of_chunks_plus_checks() -> None:
     result = predict(ModelInput(sessions=1001, refresh_ms=20, strategy="batched", batch_size=500, check_ms=0.01))
-    assert result.model_ms == pytest.approx(3 * 20 + 1001 * 0.01)
+    assert (result.model_ms, result.c_eff, result.binding) == (pytest.approx(20 + 1001 * 0.01), 3, "none")
+    two = predict(ModelInput(sessions=1001, refresh_ms=20, strategy="batched", batch_size=100, max_concurrent=4))
+    assert (two.model_ms, two.c_eff, two.binding) == (pytest.approx(3 * 20), 4, "semaphore")  # 11 chunks, 4 at once
+    pool = predict(ModelInput(sessions=10_000, refresh_ms=20, strategy="batched", batch_size=10, max_concurrent=50,
+                              pool_size=5, max_overflow=0))
+    assert (pool.c_eff, pool.binding, pool.terms["refresh_db_ms"]) == (5, "pool", 200 * 20)
 
 
 def test_bad_input_is_rejected() -> None:
@@ -85,8 +90,8 @@ def test_round_trips_bind_when_the_cpu_roof_is_lower() -> None:
 
 
 def test_cpu_roof_applies_to_batched_refreshes() -> None:
-    result = predict(ModelInput(sessions=10_000, refresh_ms=30.0, strategy="batched", cpu_refresh_ms=0.01))
-    assert result.terms["refresh_db_ms"] == 20 * 30.0
+    result = predict(ModelInput(sessions=10_000, refresh_ms=30.0, strategy="batched", cpu_refresh_ms=0.001))
+    assert result.terms["refresh_db_ms"] == 30.0  # 20 chunks of 500, all 20 in flight at once
     assert result.binding == "none"
     result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01))
     assert (result.binding, result.model_ms) == ("cpu", pytest.approx(100.0))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from harness.observe.accuracy import TrueCycle, match, score, within
 from harness.observe.infer import (
+    ActivitySample,
     InferenceParams,
     InferredCycle,
     RefreshEvent,
@@ -213,3 +215,15 @@ def test_turnaround_is_a_low_quantile_of_the_gaps_and_zero_without_enough() -> N
     assert turnaround([0.05, 0.06]) == 0.0
     gaps = [0.05 + 0.001 * i for i in range(10)] + [0.4, 0.9]
     assert abs(turnaround(gaps) - 0.051) < 1e-12
+
+
+def test_a_cycle_ends_with_its_own_last_transaction_not_with_another_backend_going_idle() -> None:
+    events = bounded_cycle(5.0, 40, 20, 0.05)
+    last = max(e.ts for e in events)
+    activity = [ActivitySample(last + 0.005, open_starts=(last,)),
+                ActivitySample(last + 0.08, idle_ends=(last + 0.02, last + 0.07),  # a touch started after it
+                               closed=(Transaction(last, last + 0.02), Transaction(last + 0.05, last + 0.07)))]
+    (cycle,) = infer_cycles(events, activity=activity)
+    assert cycle.end_from == "activity" and abs(cycle.end - (last + 0.02)) < 1e-9
+    (blind,) = infer_cycles(events, activity=[activity[0], replace(activity[1], closed=())])
+    assert abs(blind.end - (last + 0.07)) < 1e-9  # without the pairing, the latest idle is all there is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -66,14 +67,18 @@ async def test_injected_errors_never_remove_active_sessions(db_url: str, driver:
         await registry.store.close()
 
 
-async def test_injected_latency_is_paid_once_per_refresh_statement(db_url: str) -> None:
+@pytest.mark.parametrize(("max_concurrent", "rounds"), [(1, 2), (4, 1)])
+async def test_injected_latency_is_paid_once_per_refresh_statement(db_url: str, max_concurrent: int,
+                                                                   rounds: int) -> None:
+    """Two chunks of 8 each pay the trigger once: one after the other with one in flight, together with four."""
     registry = await open_registry(db_url, "batched", "async")
+    registry.config = replace(registry.config, max_concurrent=max_concurrent)
     try:
         await registry.add_sessions([SyntheticTransport() for _ in range(16)])  # two chunks of 8
         await registry.store.run(st.set_fault_knobs, 60.0, 0.0, None)
         record = await registry.run_cleanup_cycle()
-        assert record.refreshed == 16
-        assert 2 * 60 <= record.phase2_ms < 2 * 60 * 3  # two UPDATEs, each paying the trigger once
+        assert (record.refreshed, record.max_inflight) == (16, 2 // rounds)
+        assert rounds * 60 <= record.phase2_ms < (rounds + 1) * 60
     finally:
         await registry.close()
         await registry.store.close()

@@ -68,6 +68,16 @@ async def test_batched_sends_one_call_per_chunk() -> None:
     assert registry.store.chunks == [7, 7, 6]  # batch size 7: ceil(20 / 7) statements, each at most 7 ids
 
 
+async def test_batched_chunks_are_in_flight_together_up_to_max_concurrent() -> None:
+    wide = make_registry("batched", max_concurrent=5, delay=0.005)
+    await wide.add_sessions([SyntheticTransport() for _ in range(20)])
+    assert (await wide.run_cleanup_cycle()).max_inflight == 3  # three chunks, all at once
+    narrow = make_registry("batched", max_concurrent=2, delay=0.005)
+    await narrow.add_sessions([SyntheticTransport() for _ in range(70)])
+    record = await narrow.run_cleanup_cycle()
+    assert (record.max_inflight, record.refreshed, sorted(narrow.store.chunks)) == (2, 70, [7] * 10)
+
+
 async def test_phase1_removes_disconnected_and_skips_non_persistent() -> None:
     registry = make_registry()
     transports = [SyntheticTransport() for _ in range(6)]

@@ -5,7 +5,8 @@ With C connected sessions, D disconnected ones and N = C + D checked::
     cycle = N × check + removal(D) + max(rounds × L_refresh, C × roof)
 
     rounds        = ceil(C / c_eff)          (bounded, gather, sequential: one refresh statement per session)
-                    ceil(C / batch_size)     (batched: one UPDATE … = ANY(:ids) per chunk)
+                    ceil(ceil(C / batch_size) / c_eff)   (batched: one UPDATE … = ANY(:ids) per chunk, the
+                                             chunks gathered under the same limits)
     roof          = max(cpu_refresh / cpu_share, burst_refresh)
     c_eff         = min(max_concurrent, executor threads (thread driver), pool_size + max_overflow,
                         (max_connections − reserved) / gateway workers)
@@ -104,7 +105,7 @@ class ModelResult:
 def concurrency_limits(inp: ModelInput) -> dict[str, int]:
     """Every limit on concurrent refreshes that applies to this configuration, by binding name."""
     limits: dict[str, int] = {}
-    if inp.strategy == "bounded":
+    if inp.strategy in ("bounded", "batched"):
         limits["semaphore"] = inp.max_concurrent
     if inp.driver == "thread" and inp.executor_threads is not None:
         limits["executor"] = inp.executor_threads
@@ -116,21 +117,27 @@ def concurrency_limits(inp: ModelInput) -> dict[str, int]:
 
 def effective_concurrency(inp: ModelInput) -> tuple[int, str, dict[str, int]]:
     """``(c_eff, binding, limits)``; binding is ``none`` when no limit is below the session count."""
-    if inp.strategy in ("sequential", "batched"):
+    if inp.strategy == "sequential":
         return 1, "none", {}
     limits = concurrency_limits(inp)
     # Ties go to the earlier name in BINDINGS: the semaphore is the knob a user set on purpose.
     name, limit = min(limits.items(), key=lambda item: (item[1], BINDINGS.index(item[0])))
-    if inp.sessions <= limit:
-        return max(1, inp.sessions), "none", limits
+    statements = chunks(inp) if inp.strategy == "batched" else inp.sessions
+    if statements <= limit:
+        return max(1, statements), "none", limits
     return limit, name, limits
 
 
+def chunks(inp: ModelInput) -> int:
+    """Refresh statements of the batched strategy: one per ``batch_size`` ids."""
+    return math.ceil(inp.sessions / inp.batch_size)
+
+
 def refresh_rounds(inp: ModelInput, c_eff: int) -> int:
-    """Waves of refresh statements in phase 2: one per ``c_eff`` sessions, or per ``batch_size`` ids batched."""
+    """Waves of refresh statements in phase 2: one per ``c_eff`` sessions, or per ``c_eff`` chunks batched."""
     if not inp.sessions:
         return 0
-    return math.ceil(inp.sessions / (inp.batch_size if inp.strategy == "batched" else c_eff))
+    return math.ceil((chunks(inp) if inp.strategy == "batched" else inp.sessions) / c_eff)
 
 
 def removal_ms(inp: ModelInput) -> float:

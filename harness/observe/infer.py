@@ -68,6 +68,8 @@ class ActivitySample:
     t: float
     open_starts: tuple[float, ...] = ()
     idle_ends: tuple[float, ...] = ()
+    closed: tuple[Transaction, ...] = ()
+    """Transactions this poll saw end (their backend idle), with their starts: whose end each one is."""
 
 
 @dataclass(frozen=True)
@@ -189,12 +191,14 @@ def _tail(chain: list[_Wave], later: Sequence[_Wave], activity: Sequence[Activit
 
     Light waves that start while a transaction the cycle started is still open belong to it (bounded
     refreshes whose starts drifted apart); the cycle ends at the first poll with none of its transactions
-    open, at the latest transaction end seen before that poll. ``None`` when the polls do not show it.
+    open, at the latest end of its own transactions seen by then (of any, when none of its own was seen to
+    end). ``None`` when the polls do not show it.
     """
     first, last = chain[0].first, chain[-1].last
     i = bisect.bisect_right(times, last)
     j = 0
     ends: list[float] = []
+    own: list[float] = []
     for sample in activity[i:]:
         if sample.t > last + limit:
             return chain, None
@@ -203,7 +207,10 @@ def _tail(chain: list[_Wave], later: Sequence[_Wave], activity: Sequence[Activit
             last = later[j].last
             j += 1
         ends.extend(e for e in sample.idle_ends if e > last)
+        own.extend(t.end for t in sample.closed if t.end is not None and first - 1e-6 <= t.start <= last + 1e-6)
         if not any(first - 1e-6 <= s <= last + 1e-6 for s in sample.open_starts):
+            if own:  # the end of the cycle's own last transaction, not of whatever else went idle meanwhile
+                return chain, max(own)
             return chain, max(ends) if ends else None
     return chain, None
 
@@ -347,8 +354,9 @@ class TransactionTracker:
         self.open: dict[int, float] = {}
         self.transactions: list[Transaction] = []
 
-    def update(self, backends: dict[int, Backend]) -> None:
-        """Absorb one sample ``{pid: (xact_start, state, state_change)}``."""
+    def update(self, backends: dict[int, Backend]) -> list[Transaction]:
+        """Absorb one sample ``{pid: (xact_start, state, state_change)}``; the transactions it saw end."""
+        closed_before = len(self.transactions)
         for pid, start in list(self.open.items()):
             now = backends.get(pid)
             if now is not None and now[0] == start:
@@ -359,6 +367,7 @@ class TransactionTracker:
         for pid, (xact_start, _state, _change) in backends.items():
             if xact_start is not None and pid not in self.open:
                 self.open[pid] = xact_start
+        return self.transactions[closed_before:]
 
     def forget_before(self, ts: float) -> None:
         """Drop finished transactions that started before ``ts``."""

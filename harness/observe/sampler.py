@@ -204,10 +204,11 @@ class Sampler:
         t = float(result[0][0])
         activity = [r[1:] for r in result if r[1] is not None]
         previous = obs.activity[-1].t if obs.activity else obs.started_at
+        closed = obs.transactions.update({int(a[0]): (a[2], str(a[1]), a[3]) for a in activity})
         obs.activity.append(ActivitySample(
             t, tuple(a[2] for a in activity if a[2] is not None),
-            tuple(a[3] for a in activity if a[1] == "idle" and a[3] is not None and a[3] > previous)))
-        obs.transactions.update({int(a[0]): (a[2], str(a[1]), a[3]) for a in activity})
+            tuple(a[3] for a in activity if a[1] == "idle" and a[3] is not None and a[3] > previous),
+            tuple(closed)))
         obs.sweeps.update(a[2] for a in activity if a[2] is not None and a[4] and SWEEP.match(a[4]))
         self._turnarounds(activity)
         if t - self._sample_at >= 0.02:

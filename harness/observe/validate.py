@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from gateway_sim.admin_client import AdminClient
-from harness.observe.accuracy import Score, TrueCycle, score
+from harness.observe.accuracy import Score, TrueCycle, match, score
 from harness.observe.sampler import Sampler
 from harness.scenario.locust_proc import LocustOptions, LocustProcess
 from harness.sut.stack import Stack, StackOptions
@@ -144,6 +144,9 @@ def run_point(point: Point, work_dir: Path | None = None) -> tuple[Score, dict[s
               "true_before_phase2_ms": [round(float(r["expiry_ms"]) + float(r["phase1_ms"]), 3) for r in records],
               "start_from": dict(Counter(c.start_from for c in cycles)),
               "turnaround_ms": round(obs.turnaround() * 1000.0, 3),
+              "pairs": [{"true_ms": t.total_ms, "observed_ms": o.duration_ms, "start_from": o.start_from,
+                         "end_from": o.end_from, "start_error_ms": round((o.start - t.start) * 1000.0, 3),
+                         "end_error_ms": round((o.end - t.end) * 1000.0, 3)} for t, o in match(truth, cycles)],
               "observed_ms": [c.duration_ms for c in cycles], "poll_hz": len(obs.pg_samples)
               / max(1e-9, obs.ended_at - obs.started_at)}
     return result, detail

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.capacity.bench import BenchPoint, measure_point, points_from_args
+from harness.capacity.bench import BenchPoint, burst_samples, measure_point, points_from_args
 from harness.cli import build_parser, main
 from tests.golden_keys import golden, json_paths
 
@@ -71,3 +71,16 @@ def test_bench_bad_arguments_exit_2(bad, capsys) -> None:
         main(["bench", *bad])
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_calibration_burst_meets_the_database_as_the_cycle_does() -> None:
+    def point(**kw) -> BenchPoint:
+        base = {"strategy": "bounded", "driver": "async", "sessions": 10_000, "max_concurrent": 20,
+                "db_latency_ms": 0.0}
+        return BenchPoint(**{**base, **kw})
+
+    assert burst_samples(point(sessions=100)) == 100
+    assert burst_samples(point()) == 2000
+    assert burst_samples(point(strategy="batched")) == 5000  # 20 chunks of 500 would be 10,000: capped
+    assert burst_samples(point(strategy="batched", batch_size=50)) == 1000  # one full wave of 20 chunks
+    assert burst_samples(point(strategy="batched", sessions=300)) == 300

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
-from gateway_sim.costs import measure_costs
+from gateway_sim.costs import MAX_SAMPLES, measure_costs
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.registry_api import Registry, create_registry
@@ -175,6 +175,19 @@ async def _batch_refresh_ms(registry: SessionRegistry, batch_size: int, samples:
     return statistics.median(walls)
 
 
+BOUNDED_BURST = 2000
+"""Refreshes in a bench point's zero-latency burst, at most: enough for the cycle's concurrency to settle."""
+
+
+def burst_samples(point: BenchPoint) -> int:
+    """Sessions in the point's zero-latency calibration burst: up to :data:`BOUNDED_BURST` refreshes, and for
+    batched a full wave of chunks (``batch_size × max_concurrent`` ids, at most ``MAX_SAMPLES``), so the burst
+    meets the database with as many statements at once as the cycle does."""
+    if point.strategy == "batched":
+        return max(1, min(point.connected, point.batch_size * point.max_concurrent, MAX_SAMPLES))
+    return max(1, min(point.connected, BOUNDED_BURST))
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """What the server allows: ``max_connections`` and the connections it reserves for superusers."""
@@ -230,7 +243,7 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         await cycle()  # warm-up: opens the pool's connections
         cpu: dict[str, float] = {}
         if isinstance(registry, SessionRegistry):  # restores the point's latency after
-            cpu = (await measure_costs(registry.store, registry.config)).model_costs()
+            cpu = (await measure_costs(registry.store, registry.config, burst_samples(point))).model_costs()
         refresh_ms = (await calibrate_registry(registry)).refresh_ms
         if point.strategy == "batched" and isinstance(registry, SessionRegistry):
             refresh_ms = await _batch_refresh_ms(registry, point.batch_size)

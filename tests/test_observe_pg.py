@@ -179,10 +179,11 @@ def test_short_ground_truth_point() -> None:
     assert result.true_cycles >= 4
     assert result.recall is not None and result.recall >= 0.95, detail
     assert result.precision is not None and result.precision >= 0.95, detail
-    # Durations: the median cycle within 10 % or 50 ms (the share of cycles within it is in the README's table:
-    # a start whose sweep was missed is off by how much that cycle's sweep and phase 1 differ from the median).
+    # Durations within 10 % or 50 ms: the median cycle, and all but one of the matched ones (the first cycle
+    # seen has no previous end to date a missed sweep from; on a starved CI box its estimate may be off).
     true_p50 = sorted(detail["true_ms"])[len(detail["true_ms"]) // 2]
     assert result.error_ms_p50 is not None and result.error_ms_p50 <= max(50.0, 0.1 * true_p50), detail
+    assert result.within_tolerance is not None and result.matched * (1 - result.within_tolerance) <= 1.01, detail
 
 
 def test_run_against_a_gateway_without_admin_api_observes_and_says_so(

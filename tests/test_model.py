@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.capacity.model import ModelInput, effective_concurrency, predict
+from harness.capacity.model import ModelInput, effective_concurrency, phase2_ms, predict
 from harness.cli import main
 
 
@@ -78,7 +78,7 @@ def test_cpu_roof_binds_when_the_loop_is_slower_than_the_round_trips() -> None:
     # 1000 sessions, c=20, L=1 ms: 50 rounds × 1 ms = 50 ms of round trips, but 1000 × 0.2 ms = 200 ms of CPU
     result = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.2))
     assert result.binding == "cpu"
-    assert result.model_ms == pytest.approx(200.0)
+    assert result.model_ms == pytest.approx((200.0**2 + 50.0**2) ** 0.5, abs=1e-3)  # the roofs' quadratic mean
     assert result.terms["refresh_db_ms"] == pytest.approx(50.0)
     assert result.c_eff == 20  # the concurrency limit is still reported
 
@@ -86,7 +86,7 @@ def test_cpu_roof_binds_when_the_loop_is_slower_than_the_round_trips() -> None:
 def test_round_trips_bind_when_the_cpu_roof_is_lower() -> None:
     # L=50 ms: 50 rounds × 50 ms = 2500 ms > 1000 × 0.2 ms
     result = predict(ModelInput(sessions=1000, refresh_ms=50.0, cpu_refresh_ms=0.2))
-    assert (result.binding, result.model_ms) == ("semaphore", 2500.0)
+    assert (result.binding, result.model_ms) == ("semaphore", pytest.approx((2500.0**2 + 200.0**2) ** 0.5, abs=1e-3))
 
 
 def test_cpu_roof_applies_to_batched_refreshes() -> None:
@@ -94,7 +94,14 @@ def test_cpu_roof_applies_to_batched_refreshes() -> None:
     assert result.terms["refresh_db_ms"] == 30.0  # 20 chunks of 500, all 20 in flight at once
     assert result.binding == "none"
     result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01))
-    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(100.0))
+    assert (result.binding, result.model_ms) == ("cpu", pytest.approx((100.0**2 + 2.0**2) ** 0.5, abs=1e-3))
+
+
+def test_the_two_roofs_combine_as_a_smooth_maximum() -> None:
+    assert phase2_ms(300.0, 400.0) == pytest.approx(500.0)  # close roofs: longer than either
+    assert phase2_ms(1000.0, 10.0) == pytest.approx(1000.05, abs=0.01)  # far apart: the larger one
+    assert phase2_ms(0.0, 7.0) == 7.0 and phase2_ms(7.0, 0.0) == 7.0
+    assert phase2_ms(300.0, 400.0, norm=50.0) == pytest.approx(400.0, rel=1e-3)  # p → ∞ is the max
 
 
 def test_checks_count_every_session_connected_or_not() -> None:
@@ -135,7 +142,7 @@ def test_model_command_takes_the_cpu_costs(capsys) -> None:
                  "--phase1-removal", "batched", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["binding"] == "cpu"
-    assert out["model_ms"] == pytest.approx(1100 * 0.01 + 0.05 * 100 + 1000 * 0.2)
+    assert out["model_ms"] == pytest.approx(1100 * 0.01 + 0.05 * 100 + phase2_ms(50.0, 1000 * 0.2), abs=1e-3)
     assert main(["model", "--sessions", "10", "--db-latency-ms", "1", "--cpu-refresh-ms", "-1"]) == 2
 
 
@@ -152,10 +159,11 @@ def test_a_burst_slower_than_the_loops_cpu_raises_the_roof(capsys) -> None:
     database's side is slower than the loop's CPU, the roof is the burst's, never below the CPU's."""
     cpu_only = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3))
     database = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3, burst_refresh_ms=0.7))
-    assert (cpu_only.model_ms, database.model_ms) == (pytest.approx(300.0), pytest.approx(700.0))
+    assert (cpu_only.model_ms, database.model_ms) == (pytest.approx(phase2_ms(50.0, 300.0), abs=1e-3),
+                                                      pytest.approx(phase2_ms(50.0, 700.0), abs=1e-3))
     assert database.binding == "cpu" and database.terms["refresh_cpu_ms"] == pytest.approx(700.0)
     shared = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3, burst_refresh_ms=0.2, cpu_share=0.5))
-    assert shared.model_ms == pytest.approx(600.0)  # the CPU over its share still wins over a faster burst
+    assert shared.model_ms == pytest.approx(phase2_ms(50.0, 600.0), abs=1e-3)  # CPU over its share beats the burst
     assert main(["model", "--sessions", "1000", "--db-latency-ms", "1", "--cpu-refresh-ms", "0.3",
                  "--burst-refresh-ms", "0.7", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["model_ms"] == pytest.approx(700.0)
+    assert json.loads(capsys.readouterr().out)["model_ms"] == pytest.approx(phase2_ms(50.0, 700.0), abs=1e-3)

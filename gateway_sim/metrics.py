@@ -15,6 +15,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from gateway_sim.pool_monitor import PoolSnapshot, PoolWindow
 
 
+class CpuBetweenCycles:
+    """The process's CPU share between one cycle's end and the next one's start (``time.process_time``: the
+    event loop and, for the thread driver, its threads)."""
+
+    def __init__(self) -> None:
+        self._at: tuple[float, float] | None = None
+
+    def at_start(self) -> float | None:
+        """The share since the last :meth:`at_end` (None before the first)."""
+        if self._at is None:
+            return None
+        cpu, wall = self._at
+        elapsed = time.perf_counter() - wall
+        return round(min(1.0, (time.process_time() - cpu) / elapsed), 4) if elapsed > 0 else None
+
+    def at_end(self) -> None:
+        """A cycle ended: start counting."""
+        self._at = (time.process_time(), time.perf_counter())
+
+
 @dataclass(frozen=True)
 class CycleRecord:
     """One cleanup cycle: timings in ms, counts, and the pool as seen during the cycle."""
@@ -43,6 +63,9 @@ class CycleRecord:
     executor_threads: int | None
     error: str | None = None
     phase1_removal: str = "per-session"
+    cpu_between_cycles: float | None = None
+    """Share of a core this process used between the previous cycle's end and this one's start: its other
+    work (HTTP requests, streams), which the same loop goes on serving during the cycle. None for the first."""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

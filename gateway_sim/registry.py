@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig, RegistryConfig
-from gateway_sim.metrics import CycleLog, CycleRecord, GatewayMetrics
+from gateway_sim.metrics import CpuBetweenCycles, CycleLog, CycleRecord, GatewayMetrics
 from gateway_sim.pool_monitor import PoolMonitor
 from gateway_sim.registry_api import SessionListener, notify, session_accounting
 from gateway_sim.store import SessionStore, open_store
@@ -133,6 +133,7 @@ class SessionRegistry:
         self.listeners: list[SessionListener] = []
         self._cycle_no = 0
         self._cycle_lock = asyncio.Lock()
+        self._cpu_between = CpuBetweenCycles()
         self._inflight = 0
         self._inflight_peak = 0
         self._pending_deletes: set[str] = set()  # rows whose delete failed (database down): retried each cycle
@@ -309,6 +310,7 @@ class SessionRegistry:
         self._cycle_no += 1
         self._inflight_peak = 0
         started_at = _utc_now()
+        cpu_between = self._cpu_between.at_start()
         sessions_local = len(self.sessions)
         error: str | None = None
         t0 = time.perf_counter()
@@ -361,7 +363,9 @@ class SessionRegistry:
             max_overflow=self.store.config.max_overflow,
             executor_threads=self.store.executor_threads,
             error=error,
+            cpu_between_cycles=cpu_between,
         )
+        self._cpu_between.at_end()
         self.cycle_log.add(record)
         if self.metrics:
             self.metrics.observe_cycle(record)

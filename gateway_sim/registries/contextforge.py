@@ -42,7 +42,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from gateway_sim.config import GatewayConfig, StoreConfig, default_executor_threads
-from gateway_sim.metrics import CycleLog, CycleRecord
+from gateway_sim.metrics import CpuBetweenCycles, CycleLog, CycleRecord
 from gateway_sim.pool_monitor import PoolMonitor
 from gateway_sim.registry_api import SessionListener, notify, session_accounting
 from gateway_sim.store import SCHEMA_LOCK_KEY, open_store
@@ -223,6 +223,7 @@ class ContextForgeRegistry:
         self._removing: dict[str, str] = {}
         self._cycle_no = 0
         self._cycle_lock = asyncio.Lock()
+        self._cpu_between = CpuBetweenCycles()
         self._observation: CycleObservation | None = None
         self._executor: WatchedExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -453,6 +454,7 @@ class ContextForgeRegistry:
         obs = CycleObservation()
         self._observation = obs
         started_at = _utc_now()
+        cpu_between = self._cpu_between.at_start()
         sessions_local = len(self._local)
         error: str | None = None
         t0 = time.perf_counter()
@@ -481,7 +483,9 @@ class ContextForgeRegistry:
             removed_missing=obs.removed_missing, refresh_errors=obs.errors, expired=expired,
             max_inflight=obs.inflight_peak, pool=self.monitor.take_window(), pool_size=self.monitor.pool_size,
             max_overflow=self.monitor.max_overflow, executor_threads=self.executor_threads, error=error,
+            cpu_between_cycles=cpu_between,
         )
+        self._cpu_between.at_end()
         self.cycle_log.add(record)
         return record
 

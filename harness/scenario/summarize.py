@@ -30,19 +30,29 @@ def stats(values: Iterable[float | None]) -> Stats:
                  p99=round(percentile(data, 99), 3), max=round(max(data), 3), mean=round(sum(data) / len(data), 3))
 
 
+def cycle_cpu(calibration: Calibration, between: float | None) -> dict[str, float]:
+    """The calibrated CPU costs for one cycle: the share of a core left to it is the calibrated share less
+    what the gateway's other work (HTTP, streams) took between the previous cycle and this one."""
+    cpu = calibration.cpu()
+    if between is not None and cpu:
+        cpu["cpu_share"] = round(max(0.05, cpu.get("cpu_share", 1.0) - float(between)), 4)
+    return cpu
+
+
 def cycle_model(cycle: Mapping[str, Any], calibration: Calibration, config: Mapping[str, Any],
                 max_connections: int) -> CycleModel:
     """The model beside one recorded cycle: its own session counts, the run's calibrated costs.
 
     :func:`harness.capacity.model.predict` for the cycle's connected and disconnected sessions, with the
-    refresh and delete round trips measured by the harness and the CPU costs measured in the gateway.
+    refresh and delete round trips measured by the harness and the CPU costs measured in the gateway, less the
+    share of the core the gateway's other work took (:func:`cycle_cpu`).
     """
     disconnected = int(cycle["removed_disconnected"])
     connected = int(cycle["checked"]) - disconnected
     delete_ms = calibration.remove_delete_ms if calibration.remove_delete_ms is not None else calibration.delete_ms
     result = predict(model_input(config, sessions=max(0, connected), refresh_ms=calibration.refresh_ms,
                                  max_connections=max_connections, disconnected=disconnected, delete_ms=delete_ms,
-                                 cpu=calibration.cpu()))
+                                 cpu=cycle_cpu(calibration, cycle.get("cpu_between_cycles"))))
     model_ms = result.model_ms
     ratio = float(cycle["total_ms"]) / model_ms if model_ms >= 1.0 else None
     return CycleModel(model_ms=round(model_ms, 3), c_eff=result.c_eff, binding=result.binding,

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RefreshResult = bool | BaseException
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,20 @@ async def refresh_gather(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshR
     return list(await asyncio.gather(*(plan.refresh_one(i) for i in ids), return_exceptions=True))
 
 
+async def gather_bounded(items: Sequence[T], limit: int, call: Callable[[T], Awaitable[R]]) -> list[R | BaseException]:
+    """``call`` on every item with ``asyncio.gather(…, return_exceptions=True)``, at most ``limit`` in flight."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def bounded(item: T) -> R:
+        async with semaphore:
+            return await call(item)
+
+    return list(await asyncio.gather(*(bounded(item) for item in items), return_exceptions=True))
+
+
 async def refresh_bounded(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshResult]:
     """``asyncio.gather`` with at most ``max_concurrent`` refreshes in flight (a semaphore)."""
-    semaphore = asyncio.Semaphore(plan.max_concurrent)
-
-    async def bounded(session_id: str) -> bool:
-        async with semaphore:
-            return await plan.refresh_one(session_id)
-
-    return list(await asyncio.gather(*(bounded(i) for i in ids), return_exceptions=True))
+    return await gather_bounded(ids, plan.max_concurrent, plan.refresh_one)
 
 
 async def refresh_batched(ids: Sequence[str], plan: RefreshPlan) -> list[RefreshResult]:
@@ -75,13 +81,7 @@ async def refresh_batched(ids: Sequence[str], plan: RefreshPlan) -> list[Refresh
     ``max_concurrent`` in flight: one round trip per ``batch_size × max_concurrent`` ids. A failed chunk fails
     its own ids only."""
     chunks = [ids[start : start + plan.batch_size] for start in range(0, len(ids), plan.batch_size)]
-    semaphore = asyncio.Semaphore(plan.max_concurrent)
-
-    async def bounded(chunk: Sequence[str]) -> set[str]:
-        async with semaphore:
-            return await plan.refresh_many(chunk)
-
-    found = await asyncio.gather(*(bounded(chunk) for chunk in chunks), return_exceptions=True)
+    found = await gather_bounded(chunks, plan.max_concurrent, plan.refresh_many)
     results: list[RefreshResult] = []
     for chunk, rows in zip(chunks, found, strict=True):
         if isinstance(rows, BaseException):

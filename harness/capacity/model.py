@@ -74,8 +74,7 @@ class ModelInput:
         if self.sessions < 0 or self.disconnected < 0:
             raise ValueError("sessions must be >= 0")
         costs = (self.refresh_ms, self.check_ms, self.delete_ms, self.cpu_refresh_ms, self.burst_refresh_ms,
-                 self.cpu_check_ms,
-                 self.cpu_remove_ms)
+                 self.cpu_check_ms, self.cpu_remove_ms)
         if min(costs) < 0:
             raise ValueError("latencies must be >= 0")
         if not 0 < self.cpu_share <= 1:
@@ -213,6 +212,5 @@ def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, c
         reserved_connections=knob("reserved_connections"), gateway_workers=knob("gateway_workers"),
         batch_size=knob("batch_size"), disconnected=disconnected, phase1_removal=knob("phase1_removal"),
         delete_ms=delete_ms, cpu_refresh_ms=cost("cpu_refresh_ms"), burst_refresh_ms=cost("burst_refresh_ms"),
-        cpu_check_ms=cost("cpu_check_ms"),
-        cpu_remove_ms=cost("cpu_remove_ms"), cpu_share=cost("cpu_share") or 1.0,
+        cpu_check_ms=cost("cpu_check_ms"), cpu_remove_ms=cost("cpu_remove_ms"), cpu_share=cost("cpu_share") or 1.0,
     )

@@ -86,10 +86,9 @@ _BACKENDS = (
     " extract(epoch from query_start)::float8 AS qs FROM pg_stat_activity"
     " WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
-_ACTIVITY = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q, a.qs"
-             f" FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}) a ON true")
-_ACTIVITY_NAMED = ("SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q, a.qs"
-                   f" FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}"
+_SAMPLE = "SELECT extract(epoch from clock_timestamp())::float8, a.pid, a.state, a.xs, a.sc, a.q, a.qs"
+_ACTIVITY = f"{_SAMPLE} FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}) a ON true"
+_ACTIVITY_NAMED = (f"{_SAMPLE} FROM (SELECT 1) one LEFT JOIN LATERAL ({_BACKENDS}"
                    " AND left(application_name, length(%(name)s)) = %(name)s) a ON true")
 _ROWS = ("SELECT session_id, extract(epoch from created_at)::float8, extract(epoch from last_accessed)::float8,"
          " extract(epoch from clock_timestamp())::float8 FROM mcp_sessions")

@@ -20,11 +20,14 @@ from gateway_sim import mcp
 from gateway_sim import store as st
 from gateway_sim.allocator import heap_stats
 from gateway_sim.appkeys import CONFIG, CYCLES, REGISTRY, STORE, spawn
-from gateway_sim.costs import DEFAULT_SAMPLES, MAX_SAMPLES, measure_costs
+from gateway_sim.costs import DEFAULT_SAMPLES, MAX_SAMPLES, CpuCosts, measure_costs
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.responses import HttpJsonRpc, finite_number, int_query, json_error
 
 log = logging.getLogger(__name__)
+
+CYCLE_WAIT_MARGIN = 60.0
+"""Seconds a between-cycles calibration waits for a cycle to end beyond one cleanup interval."""
 
 
 def _is_loopback(request: web.Request) -> bool:
@@ -184,21 +187,37 @@ async def admin_latency_post(request: web.Request) -> web.Response:
 
 async def admin_calibrate(request: web.Request) -> web.Response:
     """Measure this process's CPU per refresh, phase-1 check and phase-1 removal: ``{"samples": 300}`` runs a
-    burst of each at zero injected latency (restored after) with this gateway's driver and strategy."""
+    burst of each, on connections the injected faults skip, with this gateway's driver and strategy.
+    ``"between_cycles": true`` waits for the next cleanup cycle to end and holds the next one off until the burst
+    is done: a calibration under load that no cycle shares the loop with."""
     try:
         body = json.loads(await request.read() or b"{}")
     except (ValueError, RecursionError):
         return json_error(400, "body must be a JSON object", mcp.PARSE_ERROR)
-    if not isinstance(body, dict) or set(body) - {"samples"}:
-        return json_error(400, "expected an object with optionally samples", mcp.INVALID_PARAMS)
+    if not isinstance(body, dict) or set(body) - {"samples", "between_cycles"}:
+        return json_error(400, "expected an object with optionally samples and between_cycles", mcp.INVALID_PARAMS)
     samples = body.get("samples", DEFAULT_SAMPLES)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
         return json_error(400, f"samples must be an integer in [1, {MAX_SAMPLES}]", mcp.INVALID_PARAMS)
+    between = body.get("between_cycles", False)
+    if not isinstance(between, bool):
+        return json_error(400, "between_cycles must be true or false", mcp.INVALID_PARAMS)
     app = request.config_dict
     registry = app[REGISTRY]
     if not isinstance(registry, SessionRegistry):
         return json_error(501, "CPU calibration runs the sim registry's cleanup; this gateway hosts another")
-    costs = await measure_costs(registry.store, registry.config, samples)
+
+    def burst() -> Awaitable[CpuCosts]:
+        return measure_costs(registry.store, registry.config, samples)
+
+    if not between:
+        costs = await burst()
+    else:
+        wait = registry.config.cleanup_interval + CYCLE_WAIT_MARGIN
+        try:
+            costs = await registry.between_cycles(burst, timeout=wait)
+        except TimeoutError:
+            return json_error(409, f"no cleanup cycle ended within {wait:g} s")
     return web.json_response({"worker": app[CONFIG].worker_id, **costs.as_dict()})
 
 

@@ -97,7 +97,11 @@ class AdminClient:
         """``POST /admin/hold-connections``: hold every pooled connection for ``seconds``."""
         return self.request("POST", "/admin/hold-connections", {"seconds": seconds})
 
-    def calibrate(self, samples: int | None = None, timeout: float = 120.0) -> dict[str, Any]:
-        """``POST /admin/calibrate``: the gateway's CPU per refresh, phase-1 check and removal, measured in it."""
-        return self.request("POST", "/admin/calibrate", {} if samples is None else {"samples": samples},
-                            timeout=timeout)
+    def calibrate(self, samples: int | None = None, timeout: float = 120.0, *,
+                  between_cycles: bool = False) -> dict[str, Any]:
+        """``POST /admin/calibrate``: the gateway's CPU per refresh, phase-1 check and removal, measured in it
+        (``between_cycles``: right after the next cleanup cycle ends)."""
+        body: dict[str, Any] = {} if samples is None else {"samples": samples}
+        if between_cycles:
+            body["between_cycles"] = True
+        return self.request("POST", "/admin/calibrate", body, timeout=timeout)

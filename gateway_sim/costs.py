@@ -1,8 +1,9 @@
 """The gateway's own cost of one refresh, one phase-1 check and one phase-1 removal, measured in its process.
 
 A burst of each runs on a scratch registry (its own counters, no listeners: the gateway's accounting is not
-touched) that shares the gateway's store, so the driver, pool and event loop are the ones cleanup uses. The
-injected latency is set to 0 for the burst and restored after: what is left is the gateway's own work.
+touched) in the gateway's process, on a store of its own with the gateway's driver and pool settings, whose
+connections the refresh trigger's injected faults skip: what is left is the gateway's own work. The injected
+latency stays in force for everything else, so a calibration can run under load, between cleanup cycles.
 CPU is the process's CPU time (``time.process_time``: the event loop and, for the thread driver, its threads).
 """
 
@@ -107,17 +108,27 @@ async def _removal(store: st.SessionStore, config: RegistryConfig, mode: str, sa
     return burst.cost
 
 
+CALIBRATION_APPLICATION = "mcp-loadtest-calibration"
+"""The ``application_name`` of the calibration's connections (not counted as the gateway's)."""
+
+
+def warm_up_count(config: RegistryConfig, samples: int) -> int:
+    """Refreshes before the timed burst: enough for one full wave, so the burst's pool connections are open."""
+    per_slot = config.batch_size if config.strategy == "batched" else 1
+    return min(samples, max(20, config.max_concurrent * per_slot))
+
+
 async def measure_costs(store: st.SessionStore, config: RegistryConfig,
                         samples: int = DEFAULT_SAMPLES) -> CpuCosts:
-    """Bursts of ``samples`` refreshes (with ``config``'s strategy), checks and removals (both modes)."""
+    """Bursts of ``samples`` refreshes (with ``config``'s strategy), checks and removals (both modes), on a
+    fault-free store like ``store``."""
     if not 1 <= samples <= MAX_SAMPLES:
         raise ValueError(f"samples must be in [1, {MAX_SAMPLES}]")
-    knobs = await store.run(st.get_fault_knobs)
-    await store.run(st.set_fault_knobs, 0.0, 0.0, None)
+    own = st.open_store(replace(store.config, injected_faults=False, application_name=CALIBRATION_APPLICATION))
     try:
-        scratch = SessionRegistry(store, config, worker_id="calibration")
+        scratch = SessionRegistry(own, config, worker_id="calibration")
         ids = await scratch.add_sessions([SyntheticTransport() for _ in range(samples)])
-        await scratch.refresh_connected(ids[: min(samples, 20)])  # warm: the pool's connections are open
+        await scratch.refresh_connected(ids[: warm_up_count(config, samples)])
         share = cpu_share()
         with _Burst(samples) as refresh:
             await scratch.refresh_connected(ids)
@@ -125,10 +136,10 @@ async def measure_costs(store: st.SessionStore, config: RegistryConfig,
             for transport in list(scratch.sessions.values()):
                 await transport.is_connected()
         await scratch.close()
-        per_session = await _removal(store, config, "per-session", samples)
-        batched = await _removal(store, config, "batched", samples)
+        per_session = await _removal(own, config, "per-session", samples)
+        batched = await _removal(own, config, "batched", samples)
     finally:
-        await store.run(st.set_fault_knobs, knobs["latency_ms"], knobs["jitter_ms"], None)
+        await own.close()
     return CpuCosts(driver=store.config.driver, strategy=config.strategy, samples=samples, refresh=refresh.cost,
                     check=check.cost, remove_per_session=per_session, remove_batched=batched,
                     cpu_share=share)

@@ -133,6 +133,7 @@ class SessionRegistry:
         self.listeners: list[SessionListener] = []
         self._cycle_no = 0
         self._cycle_lock = asyncio.Lock()
+        self._cycle_ended = asyncio.Event()
         self._cpu_between = CpuBetweenCycles()
         self._inflight = 0
         self._inflight_peak = 0
@@ -366,10 +367,21 @@ class SessionRegistry:
             cpu_between_cycles=cpu_between,
         )
         self._cpu_between.at_end()
+        self._cycle_ended.set()
+        self._cycle_ended = asyncio.Event()
         self.cycle_log.add(record)
         if self.metrics:
             self.metrics.observe_cycle(record)
         return record
+
+    async def between_cycles(self, work: Callable[[], Awaitable[T]], timeout: float) -> T:
+        """Run ``work`` as soon as the next cleanup cycle ends, with no cycle starting until it is done.
+
+        Raises :class:`TimeoutError` when no cycle ends within ``timeout`` seconds.
+        """
+        await asyncio.wait_for(self._cycle_ended.wait(), timeout)
+        async with self._cycle_lock:
+            return await work()
 
     async def run_forever(self) -> None:
         """Run a cleanup cycle every ``cleanup_interval`` seconds until cancelled."""

@@ -90,6 +90,9 @@ class MessageRow(Base):
 # --- fault hooks: latency and errors injected inside Postgres -------------------------------------
 # A one-row table every statement can read, so a change applies live to all connections, and a
 # statement-level trigger on refreshes (UPDATE OF last_accessed): a batched UPDATE pays it once.
+SKIP_FAULTS_SETTING = "mcp_loadtest.skip_faults"
+"""A connection started with this setting ``on`` is exempt from the refresh trigger's injected faults."""
+
 FAULT_HOOK_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS mcp_loadtest_knobs (
         id integer PRIMARY KEY CHECK (id = 1),
@@ -101,11 +104,15 @@ FAULT_HOOK_DDL: tuple[str, ...] = (
     # cancelled with SQLSTATE 57014 (query_canceled), as statement_timeout would; live, refreshes only.
     "ALTER TABLE mcp_loadtest_knobs ADD COLUMN IF NOT EXISTS statement_timeout_ms double precision NOT NULL DEFAULT 0",
     "INSERT INTO mcp_loadtest_knobs (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
-    """CREATE OR REPLACE FUNCTION mcp_loadtest_refresh_hook() RETURNS trigger
+    f"""CREATE OR REPLACE FUNCTION mcp_loadtest_refresh_hook() RETURNS trigger
     LANGUAGE plpgsql AS $$
     DECLARE k record; delay double precision := 0;
     BEGIN
         SELECT latency_ms, jitter_ms, error_rate, statement_timeout_ms INTO k FROM mcp_loadtest_knobs WHERE id = 1;
+        -- a connection exempt from the faults (the CPU calibration's) does the same work up to here
+        IF current_setting('{SKIP_FAULTS_SETTING}', true) = 'on' THEN
+            RETURN NULL;
+        END IF;
         IF k.error_rate > 0 AND random() < k.error_rate THEN
             RAISE EXCEPTION 'injected refresh fault' USING ERRCODE = 'XX001';
         END IF;
@@ -423,6 +430,14 @@ def _treat_terminations_as_disconnects(engine: Engine) -> None:
             context.is_disconnect = True
 
 
+def _server_settings(config: StoreConfig) -> dict[str, str]:
+    """The run-time settings a store's connections start with."""
+    settings = {"application_name": config.application_name}
+    if not config.injected_faults:
+        settings[SKIP_FAULTS_SETTING] = "on"
+    return settings
+
+
 def _engine_kwargs(config: StoreConfig) -> dict[str, Any]:
     return {
         "pool_size": config.pool_size,
@@ -432,6 +447,13 @@ def _engine_kwargs(config: StoreConfig) -> dict[str, Any]:
     }
 
 
+def _psycopg_connect_args(settings: dict[str, str]) -> dict[str, str]:
+    args = {"application_name": settings.pop("application_name")}
+    if settings:
+        args["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    return args
+
+
 class ThreadStore(SessionStore):
     """Synchronous SQLAlchemy (psycopg) in worker threads: what the real gateway does."""
 
@@ -439,7 +461,7 @@ class ThreadStore(SessionStore):
         self.config = config
         self._engine = create_engine(
             driver_url(config.db_url, "thread"),
-            connect_args={"application_name": config.application_name},
+            connect_args=_psycopg_connect_args(_server_settings(config)),
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._engine)
@@ -516,7 +538,7 @@ class AsyncStore(SessionStore):
         self.config = config
         self._async_engine: AsyncEngine = create_async_engine(
             driver_url(config.db_url, "async"),
-            connect_args={"server_settings": {"application_name": config.application_name}},
+            connect_args={"server_settings": _server_settings(config)},
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._async_engine.sync_engine)

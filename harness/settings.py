@@ -142,6 +142,9 @@ HARNESS_SETTINGS: tuple[Setting, ...] = (
     Setting("out", "run", Path, None, "results directory", reported=False),
     Setting("drain", "run", duration_seconds, None,
             "after the load, seconds to let cleanup catch up (default 2 × cleanup interval + 1)"),
+    Setting("calibration_bursts", "run", int, 5,
+            "the gateway's CPU calibrations taken under the load, each right after a cleanup cycle, from the end "
+            "of the ramp; the model uses their medians (0: only the one before the load)", minimum=0),
     Setting("gate", "run", Path, None, "gate the results with this thresholds TOML file", reported=False),
     Setting("no_progress", "run", bool, False, "no live display (plain lines instead)", switch=True, reported=False),
     Setting("sample_every", "run", duration_seconds, 5.0,

@@ -120,3 +120,32 @@ async def test_phase1_removal_deletes_the_rows_of_gone_sessions(db_url: str, dri
     finally:
         await registry.close()
         await registry.store.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_store_without_injected_faults_skips_them_while_they_stay_in_force(db_url: str, driver: str) -> None:
+    """The CPU calibration's store: the trigger's latency and errors pass its connections by, and only them."""
+    config = StoreConfig(db_url=db_url, driver=driver, pool_size=2, max_overflow=0, executor_threads=2)
+    faulty, clean = st.open_store(config), st.open_store(replace(config, injected_faults=False))
+    try:
+        await faulty.run(st.create_schema)
+        await faulty.run(st.insert_sessions, ["fault-free-a"])
+
+        async def refresh_ms(store: st.SessionStore) -> float:
+            started = asyncio.get_running_loop().time()
+            assert await store.refresh("fault-free-a")
+            return (asyncio.get_running_loop().time() - started) * 1000.0
+
+        await faulty.run(st.set_fault_knobs, 80.0, 0.0, None)
+        await clean.refresh("fault-free-a")  # opens the connection
+        assert await refresh_ms(faulty) >= 75
+        assert await refresh_ms(clean) < 40
+        await faulty.run(st.set_fault_knobs, 0.0, None, 1.0)
+        with pytest.raises(Exception, match="injected refresh fault"):
+            await faulty.refresh("fault-free-a")
+        assert await clean.refresh("fault-free-a")
+    finally:
+        await faulty.run(st.set_fault_knobs, 0.0, 0.0, 0.0)
+        await faulty.run(st.delete_session, "fault-free-a")
+        await faulty.close()
+        await clean.close()

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] |
     add_gateway_options(parser, defaults)
     settings.add(parser, settings.LOAD_KNOBS, defaults, title=LOAD_TITLE)
     group = parser.add_argument_group("run")
-    settings.add(group, ("latency_mode", "out", "drain", "gate", "no_progress"), defaults)
+    settings.add(group, ("latency_mode", "out", "drain", "calibration_bursts", "gate", "no_progress"), defaults)
     group.add_argument("--gateway-url", action="append", default=None,
                        help=settings.SETTINGS["gateway_url"].help + " (repeatable)")
     group.add_argument("--fault", action="append", type=fault_spec, default=[], metavar="SPEC",

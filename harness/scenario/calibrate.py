@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import statistics
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -31,6 +32,9 @@ class Calibration:
     cpu_remove_ms: float | None = None
     remove_delete_ms: float | None = None
     cpu_share: float | None = None
+    #: How many of the gateway's CPU calibrations were taken under the load (their medians are the ``cpu_*``
+    #: costs); 0 when the one taken before the load is used.
+    under_load_bursts: int = 0
 
     def cpu(self) -> dict[str, float]:
         """The model's ``cpu_*`` inputs that were measured."""
@@ -47,8 +51,68 @@ class Calibration:
                        cpu_check_ms=float(costs["cpu_check_ms"]), cpu_remove_ms=float(costs["cpu_remove_ms"]),
                        remove_delete_ms=float(costs["delete_ms"]), cpu_share=float(costs["cpu_share"]))
 
+    def with_costs_under_load(self, costs: Sequence[Mapping[str, Any]]) -> Calibration:
+        """This calibration with the medians of calibrations taken under the load (itself when there are none)."""
+        if not costs:
+            return self
+        medians = {key: statistics.median(float(c[key]) for c in costs) for key in GATEWAY_COST_KEYS}
+        return replace(self.with_gateway_costs(medians), under_load_bursts=len(costs))
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+GATEWAY_COST_KEYS = ("cpu_refresh_ms", "burst_refresh_ms", "cpu_check_ms", "cpu_remove_ms", "delete_ms", "cpu_share")
+"""What :meth:`Calibration.with_gateway_costs` reads from a gateway's ``/admin/calibrate``."""
+
+
+class UnderLoadCalibration:
+    """The gateway's CPU calibration repeated under the load: after ``delay`` seconds, up to ``count`` times,
+    each right after a cleanup cycle ends (``/admin/calibrate`` with ``between_cycles``), in a thread.
+
+    The costs that change under load (the database's side of a refresh, the cores Locust takes) are then the
+    ones the cycles met. A calibration that ends after :meth:`stop` is not counted.
+    """
+
+    def __init__(self, calibrate: Callable[[], Mapping[str, Any]], count: int, delay: float) -> None:
+        self._calibrate = calibrate
+        self._count = count
+        self._delay = delay
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._costs: list[Mapping[str, Any]] = []
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="calibration-under-load", daemon=True)
+
+    def start(self) -> None:
+        if self._count > 0:
+            self._thread.start()
+
+    def _run(self) -> None:
+        if self._stopped.wait(self._delay):
+            return
+        while not self._stopped.is_set() and len(self._costs) < self._count:
+            try:
+                costs = self._calibrate()
+            except Exception as exc:  # the run goes on with the calibration taken before the load
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
+            with self._lock:
+                if not self._stopped.is_set():
+                    self._costs.append(costs)
+
+    def stop(self) -> None:
+        """Take no more: one that ends from now on is not counted."""
+        with self._lock:
+            self._stopped.set()
+
+    def join(self, timeout: float) -> list[Mapping[str, Any]]:
+        """Stop, wait up to ``timeout`` s for one still in flight, and return those taken before the stop."""
+        self.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._lock:
+            return list(self._costs)
 
 
 async def _median_ms(calls: list[Callable[[], Awaitable[Any]]]) -> float:

@@ -23,7 +23,7 @@ from harness.scenario.locust_proc import LocustOptions
 
 RUN_KNOBS: tuple[str, ...] = (*settings.GATEWAY_KNOBS, "gateway_workers", "db", "docker_image", "db_url",
                               "max_connections", "latency_mode", *settings.LOAD_KNOBS, "drain",
-                              *settings.CONTEXTFORGE_KNOBS)
+                              "calibration_bursts", *settings.CONTEXTFORGE_KNOBS)
 """The knobs of a run, in the order ``summary.json``'s ``config`` lists them."""
 
 RUN_DEFAULTS: dict[str, Any] = {**settings.HARNESS_DEFAULTS, "session_ttl": 30.0, "db_latency_ms": 10.0}

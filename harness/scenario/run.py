@@ -20,7 +20,7 @@ from gateway_sim.config import StoreConfig
 from harness.errors import UsageError
 from harness.faults.injectors import FaultScheduler
 from harness.files import read_jsonl, write_csv, write_json
-from harness.scenario.calibrate import Calibration, calibrate
+from harness.scenario.calibrate import Calibration, UnderLoadCalibration, calibrate
 from harness.scenario.collect import Collected, Collector
 from harness.scenario.config import RUN_KNOBS, RunConfig
 from harness.scenario.events import Contributions, RunEvents
@@ -33,6 +33,9 @@ from harness.sut.dbsync import sync_session
 from harness.sut.stack import ExternalGateways, Stack, StackOptions
 
 log = logging.getLogger(__name__)
+
+UNDER_LOAD_JOIN_SECONDS = 90.0
+"""How long the end of a run waits for a CPU calibration under load that is still in flight."""
 
 
 class Extension(Protocol):
@@ -84,6 +87,7 @@ class Run:
                                                        log_dir=self.logs, session_log_dir=self.logs))
         self.collector: Collector | None = None
         self.locust: LocustProcess | None = None
+        self.under_load: UnderLoadCalibration | None = None
         self.warnings: list[str] = []
         for extension in (FaultScheduler(list(config.faults)), *extensions):
             extension.attach(self)
@@ -106,6 +110,7 @@ class Run:
                 self.collector.mark("load_start")
                 self.events.load_start.fire(run=self)
                 self.locust.start()
+                self._start_calibration_under_load(calibration)
                 self._drive(interrupt)
                 if interrupt.event.is_set():
                     self.warnings.append("interrupted: the load was stopped early")
@@ -113,7 +118,10 @@ class Run:
                 self.locust.interrupt()
                 self.locust.wait(60)
                 self.collector.mark("load_end")
+                if self.under_load is not None:
+                    self.under_load.stop()
                 time.sleep(drain)
+                calibration = self._finish_calibration_under_load(calibration)
                 stopped = True
                 self.events.load_stop.fire(run=self)
                 leaked, rows_before_stop = self._leak_check()
@@ -124,6 +132,8 @@ class Run:
                 rows_after_shutdown = self._count_rows() if isinstance(self.stack, Stack) else None
             finally:
                 self._stop_load()
+                if self.under_load is not None:
+                    self.under_load.join(UNDER_LOAD_JOIN_SECONDS)
                 if not stopped:
                     self.events.load_stop.fire(run=self)
                 if self.collector is not None:
@@ -180,6 +190,26 @@ class Run:
             self.warnings.append(f"the gateway's CPU costs could not be calibrated: {exc}")
             return calibration
         return calibration.with_gateway_costs(costs)
+
+    def _start_calibration_under_load(self, calibration: Calibration | None) -> None:
+        """Repeat the gateway's CPU calibration under the load, after the ramp (when it was taken before it)."""
+        count = int(self.config.knobs["calibration_bursts"])
+        if calibration is None or calibration.cpu_refresh_ms is None or count < 1:
+            return
+        knobs = self.config.knobs
+        client = AdminClient(self.stack.gateway_urls[0])
+        wait = float(knobs["cleanup_interval"]) + UNDER_LOAD_JOIN_SECONDS
+        self.under_load = UnderLoadCalibration(lambda: client.calibrate(timeout=wait, between_cycles=True),
+                                               count=count, delay=float(knobs["users"]) / float(knobs["spawn_rate"]))
+        self.under_load.start()
+
+    def _finish_calibration_under_load(self, calibration: Calibration | None) -> Calibration | None:
+        if self.under_load is None or calibration is None:
+            return calibration
+        costs = self.under_load.join(UNDER_LOAD_JOIN_SECONDS)
+        if self.under_load.error:
+            self.warnings.append(f"the CPU calibration under load failed: {self.under_load.error}")
+        return calibration.with_costs_under_load(costs)
 
     def _leak_check(self) -> tuple[int | None, int | None]:
         """Rows in mcp_sessions that no gateway holds as a live session, and rows in all."""

@@ -1,0 +1,117 @@
+"""The CPU calibration repeated under the load: its schedule, its medians, and the registry's hold-off."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from gateway_sim.config import RegistryConfig
+from gateway_sim.costs import warm_up_count
+from gateway_sim.registry import SessionRegistry
+from harness.scenario.calibrate import GATEWAY_COST_KEYS, Calibration, UnderLoadCalibration
+from tests.fakes import FakeStore
+
+
+def costs(burst: float) -> dict[str, float]:
+    return {key: burst for key in GATEWAY_COST_KEYS} | {"cpu_share": 0.9}
+
+
+def test_under_load_costs_are_the_medians() -> None:
+    before = Calibration(refresh_ms=10.0, delete_ms=1.0, samples=5, cpu_refresh_ms=0.3, burst_refresh_ms=0.4)
+    after = before.with_costs_under_load([costs(0.5), costs(0.9), costs(0.6)])
+    assert after.burst_refresh_ms == 0.6 and after.cpu_refresh_ms == 0.6 and after.remove_delete_ms == 0.6
+    assert after.cpu_share == 0.9 and after.under_load_bursts == 3
+    assert after.refresh_ms == 10.0  # the round trips measured by the harness stay
+    assert before.with_costs_under_load([]) is before
+
+
+def test_it_waits_for_the_ramp_then_takes_count() -> None:
+    calls: list[float] = []
+
+    def calibrate() -> dict[str, float]:
+        calls.append(time.monotonic())
+        return costs(len(calls))
+
+    started = time.monotonic()
+    under_load = UnderLoadCalibration(calibrate, count=3, delay=0.2)
+    under_load.start()
+    taken = under_load.join(5.0) if _wait_for(lambda: len(calls) == 3) else []
+    assert [c["burst_refresh_ms"] for c in taken] == [1, 2, 3]
+    assert calls[0] - started >= 0.2
+
+
+def test_one_that_ends_after_the_stop_is_not_counted() -> None:
+    release = threading.Event()
+
+    def calibrate() -> dict[str, float]:
+        release.wait(5.0)
+        return costs(1.0)
+
+    under_load = UnderLoadCalibration(calibrate, count=5, delay=0.0)
+    under_load.start()
+    time.sleep(0.1)
+    under_load.stop()
+    release.set()
+    assert under_load.join(5.0) == []
+
+
+def test_a_failure_ends_it_with_the_error_kept() -> None:
+    def calibrate() -> dict[str, float]:
+        raise OSError("connection refused")
+
+    under_load = UnderLoadCalibration(calibrate, count=5, delay=0.0)
+    under_load.start()
+    assert under_load.join(5.0) == []
+    assert under_load.error == "OSError: connection refused"
+
+
+def test_none_asked_starts_nothing() -> None:
+    under_load = UnderLoadCalibration(lambda: costs(1.0), count=0, delay=0.0)
+    under_load.start()
+    assert under_load.join(0.1) == []
+
+
+def test_warm_up_covers_one_wave() -> None:
+    assert warm_up_count(RegistryConfig(strategy="bounded", max_concurrent=50), 2000) == 50
+    assert warm_up_count(RegistryConfig(strategy="bounded", max_concurrent=4), 2000) == 20
+    assert warm_up_count(RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), 1000) == 1000
+    assert warm_up_count(RegistryConfig(strategy="bounded", max_concurrent=50), 10) == 10
+
+
+async def test_between_cycles_runs_after_a_cycle_and_holds_the_next_off() -> None:
+    registry = SessionRegistry(FakeStore(), RegistryConfig(cleanup_interval=0.01))
+    with pytest.raises(TimeoutError):
+        await registry.between_cycles(_noop, timeout=0.05)  # no cycle ends: none runs
+    order: list[str] = []
+    held_off: list[asyncio.Future] = []
+
+    async def work() -> str:
+        order.append("work starts")
+        held_off.append(asyncio.ensure_future(registry.run_cleanup_cycle()))
+        await asyncio.sleep(0.05)
+        order.append("a cycle ran inside the work" if held_off[0].done() else "work ends")
+        return "done"
+
+    waiting = asyncio.ensure_future(registry.between_cycles(work, timeout=2.0))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    await registry.run_cleanup_cycle()
+    assert await asyncio.wait_for(waiting, 2.0) == "done"
+    await asyncio.wait_for(held_off[0], 2.0)  # it ran once the work was done
+    assert order == ["work starts", "work ends"]
+
+
+async def _noop() -> None:
+    return None
+
+
+def _wait_for(condition, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -11,27 +11,30 @@ import pytest
 from gateway_sim.config import RegistryConfig
 from gateway_sim.costs import warm_up_count
 from gateway_sim.registry import SessionRegistry
-from harness.scenario.calibrate import GATEWAY_COST_KEYS, Calibration, UnderLoadCalibration
+from harness.scenario.calibrate import Calibration, UnderLoadCalibration
 from tests.fakes import FakeStore
 
 
-def costs(burst: float) -> dict[str, float]:
-    return {key: burst for key in GATEWAY_COST_KEYS} | {"cpu_share": 0.9}
+def costs(burst: float) -> Calibration:
+    return Calibration(refresh_ms=10.0 + burst, delete_ms=1.0, samples=15, cpu_refresh_ms=burst,
+                       burst_refresh_ms=burst, remove_delete_ms=burst, cpu_share=0.9)
 
 
 def test_under_load_costs_are_the_medians() -> None:
-    before = Calibration(refresh_ms=10.0, delete_ms=1.0, samples=5, cpu_refresh_ms=0.3, burst_refresh_ms=0.4)
+    before = Calibration(refresh_ms=10.0, delete_ms=1.0, samples=15, cpu_refresh_ms=0.3, burst_refresh_ms=0.4,
+                         cpu_check_ms=0.001)
     after = before.with_costs_under_load([costs(0.5), costs(0.9), costs(0.6)])
     assert after.burst_refresh_ms == 0.6 and after.cpu_refresh_ms == 0.6 and after.remove_delete_ms == 0.6
-    assert after.cpu_share == 0.9 and after.under_load_bursts == 3
-    assert after.refresh_ms == 10.0  # the round trips measured by the harness stay
+    assert after.refresh_ms == 10.6  # the round trips under the load too
+    assert after.cpu_share == 0.9 and after.under_load_bursts == 3 and after.samples == 15
+    assert after.cpu_check_ms == 0.001  # none measured under the load: the one before stays
     assert before.with_costs_under_load([]) is before
 
 
 def test_it_waits_for_the_ramp_then_takes_count() -> None:
     calls: list[float] = []
 
-    def calibrate() -> dict[str, float]:
+    def calibrate() -> Calibration:
         calls.append(time.monotonic())
         return costs(len(calls))
 
@@ -39,14 +42,14 @@ def test_it_waits_for_the_ramp_then_takes_count() -> None:
     under_load = UnderLoadCalibration(calibrate, count=3, delay=0.2)
     under_load.start()
     taken = under_load.join(5.0) if _wait_for(lambda: len(calls) == 3) else []
-    assert [c["burst_refresh_ms"] for c in taken] == [1, 2, 3]
+    assert [c.burst_refresh_ms for c in taken] == [1, 2, 3]
     assert calls[0] - started >= 0.2
 
 
 def test_one_that_ends_after_the_stop_is_not_counted() -> None:
     release = threading.Event()
 
-    def calibrate() -> dict[str, float]:
+    def calibrate() -> Calibration:
         release.wait(5.0)
         return costs(1.0)
 
@@ -59,7 +62,7 @@ def test_one_that_ends_after_the_stop_is_not_counted() -> None:
 
 
 def test_a_failure_ends_it_with_the_error_kept() -> None:
-    def calibrate() -> dict[str, float]:
+    def calibrate() -> Calibration:
         raise OSError("connection refused")
 
     under_load = UnderLoadCalibration(calibrate, count=5, delay=0.0)

@@ -8,8 +8,8 @@ import secrets
 import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from gateway_sim import store as st
@@ -51,36 +51,37 @@ class Calibration:
                        cpu_check_ms=float(costs["cpu_check_ms"]), cpu_remove_ms=float(costs["cpu_remove_ms"]),
                        remove_delete_ms=float(costs["delete_ms"]), cpu_share=float(costs["cpu_share"]))
 
-    def with_costs_under_load(self, costs: Sequence[Mapping[str, Any]]) -> Calibration:
-        """This calibration with the medians of calibrations taken under the load (itself when there are none)."""
-        if not costs:
+    def with_costs_under_load(self, taken: Sequence[Calibration]) -> Calibration:
+        """The medians, field by field, of calibrations taken under the load (this one when there are none)."""
+        if not taken:
             return self
-        medians = {key: statistics.median(float(c[key]) for c in costs) for key in GATEWAY_COST_KEYS}
-        return replace(self.with_gateway_costs(medians), under_load_bursts=len(costs))
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            measured = [getattr(c, f.name) for c in taken if getattr(c, f.name) is not None]
+            if f.name not in ("samples", "under_load_bursts") and measured:
+                values[f.name] = round(statistics.median(measured), 6)
+        return replace(self, **values, under_load_bursts=len(taken))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-GATEWAY_COST_KEYS = ("cpu_refresh_ms", "burst_refresh_ms", "cpu_check_ms", "cpu_remove_ms", "delete_ms", "cpu_share")
-"""What :meth:`Calibration.with_gateway_costs` reads from a gateway's ``/admin/calibrate``."""
-
-
 class UnderLoadCalibration:
-    """The gateway's CPU calibration repeated under the load: after ``delay`` seconds, up to ``count`` times,
-    each right after a cleanup cycle ends (``/admin/calibrate`` with ``between_cycles``), in a thread.
+    """The calibration repeated under the load: after ``delay`` seconds, up to ``count`` times, in a thread.
 
-    The costs that change under load (the database's side of a refresh, the cores Locust takes) are then the
-    ones the cycles met. A calibration that ends after :meth:`stop` is not counted.
+    ``calibrate`` is expected to wait for a cleanup cycle to end first (``/admin/calibrate`` with
+    ``between_cycles``) so no cycle shares the burst. The costs that change under load (the round trips, the
+    database's side of a refresh, the cores Locust takes) are then the ones the cycles met. A calibration that
+    ends after :meth:`stop` is not counted.
     """
 
-    def __init__(self, calibrate: Callable[[], Mapping[str, Any]], count: int, delay: float) -> None:
+    def __init__(self, calibrate: Callable[[], Calibration], count: int, delay: float) -> None:
         self._calibrate = calibrate
         self._count = count
         self._delay = delay
         self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self._costs: list[Mapping[str, Any]] = []
+        self._taken: list[Calibration] = []
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, name="calibration-under-load", daemon=True)
 
@@ -91,28 +92,28 @@ class UnderLoadCalibration:
     def _run(self) -> None:
         if self._stopped.wait(self._delay):
             return
-        while not self._stopped.is_set() and len(self._costs) < self._count:
+        while not self._stopped.is_set() and len(self._taken) < self._count:
             try:
-                costs = self._calibrate()
+                calibration = self._calibrate()
             except Exception as exc:  # the run goes on with the calibration taken before the load
                 self.error = f"{type(exc).__name__}: {exc}"
                 return
             with self._lock:
                 if not self._stopped.is_set():
-                    self._costs.append(costs)
+                    self._taken.append(calibration)
 
     def stop(self) -> None:
         """Take no more: one that ends from now on is not counted."""
         with self._lock:
             self._stopped.set()
 
-    def join(self, timeout: float) -> list[Mapping[str, Any]]:
+    def join(self, timeout: float) -> list[Calibration]:
         """Stop, wait up to ``timeout`` s for one still in flight, and return those taken before the stop."""
         self.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
         with self._lock:
-            return list(self._costs)
+            return list(self._taken)
 
 
 async def _median_ms(calls: list[Callable[[], Awaitable[Any]]]) -> float:
@@ -143,13 +144,15 @@ async def calibrate_registry(registry: Any, samples: int = CALIBRATION_SAMPLES) 
     return Calibration(refresh_ms=round(refresh_ms, 3), delete_ms=round(delete_ms, 3), samples=samples)
 
 
-def calibrate(config: StoreConfig, samples: int = CALIBRATION_SAMPLES) -> Calibration:
-    """Calibrate with a store of its own (same URL and driver as the gateway)."""
+def calibrate(config: StoreConfig, samples: int = CALIBRATION_SAMPLES, *, create_schema: bool = True) -> Calibration:
+    """Calibrate with a store of its own (same URL and driver as the gateway); ``create_schema=False`` when the
+    tables exist and a load is running (the schema's DDL would lock ``mcp_sessions``)."""
 
     async def go() -> Calibration:
         store = st.open_store(config)
         try:
-            await store.run(st.create_schema)
+            if create_schema:
+                await store.run(st.create_schema)
             await store.refresh("warm-up")  # opens the connection: not part of a refresh's cost
             return await calibrate_store(store, samples)
         finally:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from gateway_sim.admin_client import AdminClient
 from gateway_sim.config import StoreConfig
+from gateway_sim.costs import CALIBRATION_APPLICATION
 from harness.errors import UsageError
 from harness.faults.injectors import FaultScheduler
 from harness.files import read_jsonl, write_csv, write_json
@@ -110,7 +111,7 @@ class Run:
                 self.collector.mark("load_start")
                 self.events.load_start.fire(run=self)
                 self.locust.start()
-                self._start_calibration_under_load(calibration)
+                self._start_calibration_under_load(reported, calibration)
                 self._drive(interrupt)
                 if interrupt.event.is_set():
                     self.warnings.append("interrupted: the load was stopped early")
@@ -177,11 +178,7 @@ class Run:
         """Round trips measured here, then the gateway's own CPU costs measured in the (first) gateway."""
         if not self.stack.db_url:
             return None
-        # contextforge refreshes with a pre-ping on each checkout: the calibrated refresh pays it too
-        calibration = calibrate(StoreConfig(db_url=self.stack.gateway_db_url, driver=config["driver"],
-                                            executor_threads=config["executor_threads"] or 1,
-                                            pool_pre_ping=config.get("registry_name") == "contextforge",
-                                            application_name="mcp-loadtest-calibration"))
+        calibration = self._round_trips(config)
         if config.get("registry_name", "sim") != "sim":
             return calibration  # the CPU calibration runs the sim registry's cleanup
         try:
@@ -191,25 +188,39 @@ class Run:
             return calibration
         return calibration.with_gateway_costs(costs)
 
-    def _start_calibration_under_load(self, calibration: Calibration | None) -> None:
-        """Repeat the gateway's CPU calibration under the load, after the ramp (when it was taken before it)."""
+    def _round_trips(self, config: dict[str, Any], *, under_load: bool = False) -> Calibration:
+        """One refresh and one delete at a time, from here, on the gateway's database path and driver."""
+        # contextforge refreshes with a pre-ping on each checkout: the calibrated refresh pays it too
+        return calibrate(StoreConfig(db_url=self.stack.gateway_db_url, driver=config["driver"],
+                                     executor_threads=config["executor_threads"] or 1,
+                                     pool_pre_ping=config.get("registry_name") == "contextforge",
+                                     application_name=CALIBRATION_APPLICATION), create_schema=not under_load)
+
+    def _start_calibration_under_load(self, config: dict[str, Any], calibration: Calibration | None) -> None:
+        """Repeat the calibration under the load, after the ramp: each time the gateway's CPU costs right after a
+        cleanup cycle, then the round trips from here, before the next cycle (when the gateway calibrated)."""
         count = int(self.config.knobs["calibration_bursts"])
         if calibration is None or calibration.cpu_refresh_ms is None or count < 1:
             return
         knobs = self.config.knobs
         client = AdminClient(self.stack.gateway_urls[0])
         wait = float(knobs["cleanup_interval"]) + UNDER_LOAD_JOIN_SECONDS
-        self.under_load = UnderLoadCalibration(lambda: client.calibrate(timeout=wait, between_cycles=True),
-                                               count=count, delay=float(knobs["users"]) / float(knobs["spawn_rate"]))
+
+        def under_load() -> Calibration:
+            costs = client.calibrate(timeout=wait, between_cycles=True)
+            return self._round_trips(config, under_load=True).with_gateway_costs(costs)
+
+        self.under_load = UnderLoadCalibration(under_load, count=count,
+                                               delay=float(knobs["users"]) / float(knobs["spawn_rate"]))
         self.under_load.start()
 
     def _finish_calibration_under_load(self, calibration: Calibration | None) -> Calibration | None:
         if self.under_load is None or calibration is None:
             return calibration
-        costs = self.under_load.join(UNDER_LOAD_JOIN_SECONDS)
+        taken = self.under_load.join(UNDER_LOAD_JOIN_SECONDS)
         if self.under_load.error:
-            self.warnings.append(f"the CPU calibration under load failed: {self.under_load.error}")
-        return calibration.with_costs_under_load(costs)
+            self.warnings.append(f"the calibration under load failed: {self.under_load.error}")
+        return calibration.with_costs_under_load(taken)
 
     def _leak_check(self) -> tuple[int | None, int | None]:
         """Rows in mcp_sessions that no gateway holds as a live session, and rows in all."""

@@ -68,9 +68,6 @@ class StoreConfig:
     executor_threads: int = _default("executor_threads")
     pool_pre_ping: bool = _default("pool_pre_ping")
     application_name: str = _default("application_name")
-    #: Whether the refresh trigger's injected latency and errors apply to this store's connections; the CPU
-    #: calibration's own store turns them off, so it can measure while the injected latency stays in force.
-    injected_faults: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self, GATEWAY)

@@ -41,6 +41,8 @@ class CpuCosts:
     check: OpCost
     remove_per_session: OpCost
     remove_batched: OpCost
+    #: The TTL sweep's DELETE, with a cut-off no row is older than: its round trip and scan, nothing deleted.
+    expiry: OpCost
     #: The share of a core this process got during a CPU-bound spin of the calibration (1 on an idle machine).
     @property
     def cpu_refresh_ms(self) -> float:
@@ -68,6 +70,7 @@ class CpuCosts:
         return {"cpu_refresh_ms": round(self.cpu_refresh_ms, 5), "burst_refresh_ms": round(self.refresh.wall_ms, 5),
                 "cpu_check_ms": round(self.cpu_check_ms, 6),
                 "cpu_remove_ms": round(self.cpu_remove_ms, 5), "delete_ms": round(self.delete_ms, 5),
+                "expiry_ms": round(self.expiry.wall_ms, 5),
                 "cpu_share": round(max(0.05, self.cpu_share), 4)}
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,6 +78,9 @@ class CpuCosts:
 
 
 SPIN_SECONDS = 0.05
+EXPIRY_SAMPLES = 5
+NEVER_EXPIRES_S = 1e9
+"""The calibration's sweep cut-off: no row is this old, so it deletes nothing."""
 
 
 def cpu_share(seconds: float = SPIN_SECONDS) -> float:
@@ -124,7 +130,7 @@ async def measure_costs(store: st.SessionStore, config: RegistryConfig,
     fault-free store like ``store``."""
     if not 1 <= samples <= MAX_SAMPLES:
         raise ValueError(f"samples must be in [1, {MAX_SAMPLES}]")
-    own = st.open_store(replace(store.config, injected_faults=False, application_name=CALIBRATION_APPLICATION))
+    own = st.open_store(replace(store.config, application_name=CALIBRATION_APPLICATION), injected_faults=False)
     try:
         scratch = SessionRegistry(own, config, worker_id="calibration")
         ids = await scratch.add_sessions([SyntheticTransport() for _ in range(samples)])
@@ -138,8 +144,11 @@ async def measure_costs(store: st.SessionStore, config: RegistryConfig,
         await scratch.close()
         per_session = await _removal(own, config, "per-session", samples)
         batched = await _removal(own, config, "batched", samples)
+        with _Burst(EXPIRY_SAMPLES) as expiry:
+            for _ in range(EXPIRY_SAMPLES):
+                await own.run(st.expire_sessions, NEVER_EXPIRES_S)
     finally:
         await own.close()
     return CpuCosts(driver=store.config.driver, strategy=config.strategy, samples=samples, refresh=refresh.cost,
-                    check=check.cost, remove_per_session=per_session, remove_batched=batched,
+                    check=check.cost, remove_per_session=per_session, remove_batched=batched, expiry=expiry.cost,
                     cpu_share=share)

@@ -430,10 +430,10 @@ def _treat_terminations_as_disconnects(engine: Engine) -> None:
             context.is_disconnect = True
 
 
-def _server_settings(config: StoreConfig) -> dict[str, str]:
+def _server_settings(config: StoreConfig, injected_faults: bool) -> dict[str, str]:
     """The run-time settings a store's connections start with."""
     settings = {"application_name": config.application_name}
-    if not config.injected_faults:
+    if not injected_faults:
         settings[SKIP_FAULTS_SETTING] = "on"
     return settings
 
@@ -457,11 +457,11 @@ def _psycopg_connect_args(settings: dict[str, str]) -> dict[str, str]:
 class ThreadStore(SessionStore):
     """Synchronous SQLAlchemy (psycopg) in worker threads: what the real gateway does."""
 
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, *, injected_faults: bool = True) -> None:
         self.config = config
         self._engine = create_engine(
             driver_url(config.db_url, "thread"),
-            connect_args=_psycopg_connect_args(_server_settings(config)),
+            connect_args=_psycopg_connect_args(_server_settings(config, injected_faults)),
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._engine)
@@ -534,11 +534,11 @@ class AsyncStore(SessionStore):
     once on the pooled asyncpg connection, statement by statement.
     """
 
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, *, injected_faults: bool = True) -> None:
         self.config = config
         self._async_engine: AsyncEngine = create_async_engine(
             driver_url(config.db_url, "async"),
-            connect_args={"server_settings": _server_settings(config)},
+            connect_args={"server_settings": _server_settings(config, injected_faults)},
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._async_engine.sync_engine)
@@ -614,6 +614,8 @@ class AsyncStore(SessionStore):
         await self._async_engine.dispose()
 
 
-def open_store(config: StoreConfig) -> SessionStore:
-    """The store for ``config.driver``."""
-    return ThreadStore(config) if config.driver == "thread" else AsyncStore(config)
+def open_store(config: StoreConfig, *, injected_faults: bool = True) -> SessionStore:
+    """The store for ``config.driver``. ``injected_faults=False``: the refresh trigger's injected latency and
+    errors pass this store's connections by (the CPU calibration's store, which runs while they stay in force)."""
+    cls = ThreadStore if config.driver == "thread" else AsyncStore
+    return cls(config, injected_faults=injected_faults)

@@ -161,6 +161,8 @@ HARNESS_SETTINGS: tuple[Setting, ...] = (
     Setting("cpu_check_ms", "capacity", float, 0.0, "gateway CPU of one phase-1 check, ms", minimum=0),
     Setting("cpu_remove_ms", "capacity", float, 0.0,
             "gateway work of one phase-1 removal besides its DELETE round trip, ms", minimum=0),
+    Setting("expiry_ms", "capacity", float, 0.0,
+            "the TTL sweep each cycle starts with (one DELETE of the expired rows), ms", minimum=0),
     Setting("delete_ms", "capacity", float, 0.0, "wall time of one row DELETE round trip, ms", minimum=0),
     Setting("disconnected", "capacity", int, 0, "disconnected sessions phase 1 removes in the cycle", minimum=0),
     Setting("disconnected_ratio", "capacity", float, 0.0,

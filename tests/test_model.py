@@ -167,3 +167,16 @@ def test_a_burst_slower_than_the_loops_cpu_raises_the_roof(capsys) -> None:
     assert main(["model", "--sessions", "1000", "--db-latency-ms", "1", "--cpu-refresh-ms", "0.3",
                  "--burst-refresh-ms", "0.7", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model_ms"] == pytest.approx(phase2_ms(50.0, 700.0), abs=1e-3)
+
+
+def test_the_ttl_sweep_adds_its_own_round_trip_once_per_cycle(capsys) -> None:
+    without = predict(ModelInput(sessions=100, refresh_ms=2.0, cpu_refresh_ms=0.1))
+    with_sweep = predict(ModelInput(sessions=100, refresh_ms=2.0, cpu_refresh_ms=0.1, expiry_ms=3.5))
+    assert with_sweep.model_ms == pytest.approx(without.model_ms + 3.5, abs=1e-3)
+    assert with_sweep.terms["expiry_ms"] == 3.5 and without.terms["expiry_ms"] == 0.0
+    empty = predict(ModelInput(sessions=0, refresh_ms=2.0, expiry_ms=3.5))
+    assert empty.model_ms == pytest.approx(3.5)  # no session, still the sweep
+    with pytest.raises(ValueError):
+        ModelInput(sessions=1, refresh_ms=1.0, expiry_ms=-1.0)
+    assert main(["model", "--sessions", "100", "--db-latency-ms", "2", "--expiry-ms", "3.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["terms"]["expiry_ms"] == 3.5

@@ -126,7 +126,7 @@ async def test_phase1_removal_deletes_the_rows_of_gone_sessions(db_url: str, dri
 async def test_a_store_without_injected_faults_skips_them_while_they_stay_in_force(db_url: str, driver: str) -> None:
     """The CPU calibration's store: the trigger's latency and errors pass its connections by, and only them."""
     config = StoreConfig(db_url=db_url, driver=driver, pool_size=2, max_overflow=0, executor_threads=2)
-    faulty, clean = st.open_store(config), st.open_store(replace(config, injected_faults=False))
+    faulty, clean = st.open_store(config), st.open_store(config, injected_faults=False)
     try:
         await faulty.run(st.create_schema)
         await faulty.run(st.insert_sessions, ["fault-free-a"])
@@ -149,3 +149,28 @@ async def test_a_store_without_injected_faults_skips_them_while_they_stay_in_for
         await faulty.run(st.delete_session, "fault-free-a")
         await faulty.close()
         await clean.close()
+
+
+async def test_the_calibrations_sweep_is_timed_and_deletes_no_row(db_url: str) -> None:
+    """Its cut-off is older than any row: a stale row another gateway's sweep would delete stays."""
+    from sqlalchemy import text
+
+    from gateway_sim.costs import measure_costs
+
+    registry = await open_registry(db_url, "bounded", "async", session_ttl=1.0)
+    try:
+        await registry.store.run(st.insert_sessions, ["stale-row"])
+
+        def age(session: st.Executor) -> None:
+            session.execute(text("UPDATE mcp_sessions SET last_accessed = now() - interval '1 day'"
+                                 " WHERE session_id = :sid"), {"sid": "stale-row"})
+            session.commit()
+
+        await registry.store.run(age)
+        costs = await measure_costs(registry.store, registry.config, samples=20)
+        assert costs.expiry.wall_ms > 0 and costs.model_costs()["expiry_ms"] > 0
+        assert "stale-row" in await registry.store.run(st.all_session_ids)
+    finally:
+        await registry.store.run(st.delete_session, "stale-row")
+        await registry.close()
+        await registry.store.close()

@@ -122,6 +122,7 @@ class BenchRow:
     cpu_remove_ms: float | None = None
     delete_ms: float | None = None
     cpu_share: float | None = None
+    expiry_ms: float | None = None
     model_terms: dict[str, float] = field(default_factory=dict)
     cycle_cpu_ms: float | None = None  # this process's CPU time over a measured cycle (median)
     registry: str = "sim"
@@ -242,7 +243,7 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
 
         await cycle()  # warm-up: opens the pool's connections
         cpu: dict[str, float] = {}
-        if isinstance(registry, SessionRegistry):  # restores the point's latency after
+        if isinstance(registry, SessionRegistry):  # on connections that the point's injected latency passes by
             cpu = (await measure_costs(registry.store, registry.config, burst_samples(point))).model_costs()
         refresh_ms = (await calibrate_registry(registry)).refresh_ms
         if point.strategy == "batched" and isinstance(registry, SessionRegistry):
@@ -278,7 +279,8 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=cpu.get("cpu_refresh_ms"),
         burst_refresh_ms=cpu.get("burst_refresh_ms"),
         cpu_check_ms=cpu.get("cpu_check_ms"), cpu_remove_ms=cpu.get("cpu_remove_ms"), delete_ms=cpu.get("delete_ms"),
-        cpu_share=cpu.get("cpu_share"), model_terms=result.terms, cycle_cpu_ms=round(statistics.median(cpu_ms), 3),
+        cpu_share=cpu.get("cpu_share"), expiry_ms=cpu.get("expiry_ms"), model_terms=result.terms,
+        cycle_cpu_ms=round(statistics.median(cpu_ms), 3),
         max_inflight=max(r.max_inflight for r in records),
         pool_exhausted_fraction=round((after.exhausted_seconds - before.exhausted_seconds) / spent, 4),
         checked_out_peak=max(r.pool.checked_out_peak for r in records),

@@ -2,7 +2,7 @@
 
 With C connected sessions, D disconnected ones and N = C + D checked::
 
-    cycle = N × check + removal(D) + √((rounds × L_refresh)² + (C × roof)²)
+    cycle = expiry + N × check + removal(D) + √((rounds × L_refresh)² + (C × roof)²)
 
     rounds        = ceil(C / c_eff)          (bounded, gather, sequential: one refresh statement per session)
                     ceil(ceil(C / batch_size) / c_eff)   (batched: one UPDATE … = ANY(:ids) per chunk, the
@@ -13,14 +13,15 @@ With C connected sessions, D disconnected ones and N = C + D checked::
     removal(D)    = D × (L_delete + cpu_remove)   phase-1 removal per-session: one DELETE each, one after another
                     L_delete + D × cpu_remove     phase-1 removal batched: one DELETE for all gone sessions
 
-Why each term: phase 1 awaits each check in turn, so checks add up (a check is CPU only); a per-session removal
-awaits its own DELETE round trip before the next check, so removals add up too, while a batched one pays one
-round trip and keeps only the per-session work (closing the transport, the bookkeeping). Phase 2 is bound by the
-slower of two resources: the database round trips (``rounds`` waves of ``L_refresh``, the wall time of one
-refresh), or the gateway's own CPU (one event loop, and under the GIL the driver's threads too, run the client
-side of every refresh one after another: ``C × cpu_refresh``). They combine as a smooth maximum, the
-quadratic mean, not the ideal ``max`` (see :func:`phase2_ms`). ``binding`` is ``cpu`` when the second is the
-larger; else the concurrency limit that sets ``c_eff`` (``none`` when no limit is below C).
+Why each term: each cycle starts with the TTL sweep, one DELETE of the expired rows (``expiry``, its calibrated
+wall time: a round trip and the scan); phase 1 awaits each check in turn, so checks add up (a check is CPU only); a
+per-session removal awaits its own DELETE round trip before the next check, so removals add up too, while a batched
+one pays one round trip and keeps only the per-session work (closing the transport, the bookkeeping). Phase 2 is
+bound by the slower of two resources: the database round trips (``rounds`` waves of ``L_refresh``, the wall time of
+one refresh), or the gateway's own CPU (one event loop, and under the GIL the driver's threads too, run the client
+side of every refresh one after another: ``C × cpu_refresh``). They combine as a smooth maximum, the quadratic
+mean, not the ideal ``max`` (see :func:`phase2_ms`). ``binding`` is ``cpu`` when the second is the larger; else the
+concurrency limit that sets ``c_eff`` (``none`` when no limit is below C).
 
 ``cpu_share`` is the share of a core the gateway process got while its calibration burst was CPU-bound (1 on an
 idle machine; less when other processes take the cores). ``burst_refresh`` is the same burst's wall time per
@@ -69,12 +70,13 @@ class ModelInput:
     cpu_check_ms: float = 0.0
     cpu_remove_ms: float = 0.0
     cpu_share: float = 1.0
+    expiry_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sessions < 0 or self.disconnected < 0:
             raise ValueError("sessions must be >= 0")
         costs = (self.refresh_ms, self.check_ms, self.delete_ms, self.cpu_refresh_ms, self.burst_refresh_ms,
-                 self.cpu_check_ms, self.cpu_remove_ms)
+                 self.cpu_check_ms, self.cpu_remove_ms, self.expiry_ms)
         if min(costs) < 0:
             raise ValueError("latencies must be >= 0")
         if not 0 < self.cpu_share <= 1:
@@ -176,9 +178,9 @@ def predict(inp: ModelInput) -> ModelResult:
     cpu = inp.sessions * max(inp.cpu_refresh_ms / inp.cpu_share, inp.burst_refresh_ms)
     if cpu > database:
         binding = "cpu"
-    model_ms = checks + removal + phase2_ms(database, cpu)
-    terms = {"check_ms": round(checks, 3), "removal_ms": round(removal, 3), "refresh_db_ms": round(database, 3),
-             "refresh_cpu_ms": round(cpu, 3)}
+    model_ms = inp.expiry_ms + checks + removal + phase2_ms(database, cpu)
+    terms = {"expiry_ms": round(inp.expiry_ms, 3), "check_ms": round(checks, 3), "removal_ms": round(removal, 3),
+             "refresh_db_ms": round(database, 3), "refresh_cpu_ms": round(cpu, 3)}
     return ModelResult(model_ms=round(model_ms, 3), c_eff=c_eff, binding=binding, limits=limits, terms=terms)
 
 
@@ -190,7 +192,8 @@ def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, c
     The one place knobs become a :class:`ModelInput`: a knob not given takes its default from the settings
     table; the executor counts only for the thread driver; ``max_connections`` wins over the knob when the
     server reported its own. ``cpu`` gives calibrated ``cpu_refresh_ms``/``burst_refresh_ms``/``cpu_check_ms``/
-    ``cpu_remove_ms`` (and ``cpu_share``); without it they come from the knobs of the same names (0 by default).
+    ``cpu_remove_ms``/``expiry_ms`` (and ``cpu_share``); without it they come from the knobs of the same names (0
+    by default).
     """
 
     def knob(name: str) -> Any:
@@ -213,4 +216,5 @@ def model_input(knobs: Mapping[str, Any], *, sessions: int, refresh_ms: float, c
         batch_size=knob("batch_size"), disconnected=disconnected, phase1_removal=knob("phase1_removal"),
         delete_ms=delete_ms, cpu_refresh_ms=cost("cpu_refresh_ms"), burst_refresh_ms=cost("burst_refresh_ms"),
         cpu_check_ms=cost("cpu_check_ms"), cpu_remove_ms=cost("cpu_remove_ms"), cpu_share=cost("cpu_share") or 1.0,
+        expiry_ms=cost("expiry_ms"),
     )

@@ -10,8 +10,9 @@ from harness.capacity.model import model_input, predict
 from harness.errors import UsageError
 
 KNOBS = ("sessions", "db_latency_ms", "check_ms", "cpu_refresh_ms", "burst_refresh_ms", "cpu_check_ms", "cpu_remove_ms",
-         "delete_ms", "disconnected", "phase1_removal", "strategy", "driver", "max_concurrent", "executor_threads",
-         "pool_size", "max_overflow", "max_connections", "reserved_connections", "gateway_workers", "batch_size")
+         "expiry_ms", "delete_ms", "disconnected", "phase1_removal", "strategy", "driver", "max_concurrent",
+         "executor_threads", "pool_size", "max_overflow", "max_connections", "reserved_connections", "gateway_workers",
+         "batch_size")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,6 +32,7 @@ class Calibration:
     cpu_remove_ms: float | None = None
     remove_delete_ms: float | None = None
     cpu_share: float | None = None
+    expiry_ms: float | None = None
     #: How many of the gateway's CPU calibrations were taken under the load (their medians are the ``cpu_*``
     #: costs); 0 when the one taken before the load is used.
     under_load_bursts: int = 0
@@ -39,15 +40,16 @@ class Calibration:
     def cpu(self) -> dict[str, float]:
         """The model's ``cpu_*`` inputs that were measured."""
         values = {"cpu_refresh_ms": self.cpu_refresh_ms, "burst_refresh_ms": self.burst_refresh_ms,
-                  "cpu_check_ms": self.cpu_check_ms,
-                  "cpu_remove_ms": self.cpu_remove_ms, "cpu_share": self.cpu_share}
+                  "cpu_check_ms": self.cpu_check_ms, "cpu_remove_ms": self.cpu_remove_ms,
+                  "cpu_share": self.cpu_share, "expiry_ms": self.expiry_ms}
         return {k: v for k, v in values.items() if v is not None}
 
     def with_gateway_costs(self, costs: dict[str, Any]) -> Calibration:
         """This calibration with the costs a gateway's ``/admin/calibrate`` reported."""
-        burst = costs.get("burst_refresh_ms")
+        burst, expiry = costs.get("burst_refresh_ms"), costs.get("expiry_ms")
         return replace(self, cpu_refresh_ms=float(costs["cpu_refresh_ms"]),
                        burst_refresh_ms=None if burst is None else float(burst),
+                       expiry_ms=None if expiry is None else float(expiry),
                        cpu_check_ms=float(costs["cpu_check_ms"]), cpu_remove_ms=float(costs["cpu_remove_ms"]),
                        remove_delete_ms=float(costs["delete_ms"]), cpu_share=float(costs["cpu_share"]))
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gateway_sim.config import RegistryConfig
-from gateway_sim.costs import warm_up_count
+from gateway_sim.costs import _warm_up
 from gateway_sim.registry import SessionRegistry
 from harness.scenario.calibrate import Calibration, UnderLoadCalibration
 from tests.fakes import FakeStore
@@ -77,13 +77,6 @@ def test_none_asked_starts_nothing() -> None:
     assert under_load.join(0.1) == []
 
 
-def test_warm_up_covers_one_wave() -> None:
-    assert warm_up_count(RegistryConfig(strategy="bounded", max_concurrent=50), 2000) == 50
-    assert warm_up_count(RegistryConfig(strategy="bounded", max_concurrent=4), 2000) == 20
-    assert warm_up_count(RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), 1000) == 1000
-    assert warm_up_count(RegistryConfig(strategy="bounded", max_concurrent=50), 10) == 10
-
-
 async def test_between_cycles_runs_after_a_cycle_and_holds_the_next_off() -> None:
     registry = SessionRegistry(FakeStore(), RegistryConfig(cleanup_interval=0.01))
     with pytest.raises(TimeoutError):
@@ -118,3 +111,12 @@ def _wait_for(condition, seconds: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+async def test_the_warm_up_is_one_wave_of_one_id_refreshes() -> None:
+    """It opens a wave's connections and leaves the other rows to the timed burst, which then updates each once."""
+    store = FakeStore()
+    ids = [f"s{i}" for i in range(100)]
+    store.rows.update(ids)
+    await _warm_up(store, RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), ids)
+    assert store.chunks == [1, 1, 1, 1]

@@ -78,7 +78,7 @@ def test_cpu_roof_binds_when_the_loop_is_slower_than_the_round_trips() -> None:
     # 1000 sessions, c=20, L=1 ms: 50 rounds × 1 ms = 50 ms of round trips, but 1000 × 0.2 ms = 200 ms of CPU
     result = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.2))
     assert result.binding == "cpu"
-    assert result.model_ms == pytest.approx((200.0**2 + 50.0**2) ** 0.5, abs=1e-3)  # the roofs' quadratic mean
+    assert result.model_ms == pytest.approx(phase2_ms(200.0, 50.0), abs=1e-3)  # the roofs' smooth maximum
     assert result.terms["refresh_db_ms"] == pytest.approx(50.0)
     assert result.c_eff == 20  # the concurrency limit is still reported
 
@@ -86,7 +86,7 @@ def test_cpu_roof_binds_when_the_loop_is_slower_than_the_round_trips() -> None:
 def test_round_trips_bind_when_the_cpu_roof_is_lower() -> None:
     # L=50 ms: 50 rounds × 50 ms = 2500 ms > 1000 × 0.2 ms
     result = predict(ModelInput(sessions=1000, refresh_ms=50.0, cpu_refresh_ms=0.2))
-    assert (result.binding, result.model_ms) == ("semaphore", pytest.approx((2500.0**2 + 200.0**2) ** 0.5, abs=1e-3))
+    assert (result.binding, result.model_ms) == ("semaphore", pytest.approx(phase2_ms(2500.0, 200.0), abs=1e-3))
 
 
 def test_cpu_roof_applies_to_batched_refreshes() -> None:
@@ -94,12 +94,14 @@ def test_cpu_roof_applies_to_batched_refreshes() -> None:
     assert result.terms["refresh_db_ms"] == 30.0  # 20 chunks of 500, all 20 in flight at once
     assert result.binding == "none"
     result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01))
-    assert (result.binding, result.model_ms) == ("cpu", pytest.approx((100.0**2 + 2.0**2) ** 0.5, abs=1e-3))
+    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(phase2_ms(100.0, 2.0), abs=1e-3))
 
 
 def test_the_two_roofs_combine_as_a_smooth_maximum() -> None:
-    assert phase2_ms(300.0, 400.0) == pytest.approx(500.0)  # close roofs: longer than either
-    assert phase2_ms(1000.0, 10.0) == pytest.approx(1000.05, abs=0.01)  # far apart: the larger one
+    assert phase2_ms(300.0, 400.0, norm=2.0) == pytest.approx(500.0)  # close roofs: longer than either
+    assert phase2_ms(300.0, 400.0) == pytest.approx((300.0**1.5 + 400.0**1.5) ** (1 / 1.5))  # the default, p = 1.5
+    assert 400.0 < phase2_ms(300.0, 400.0) < 700.0  # between the max and the sum
+    assert phase2_ms(1000.0, 10.0) == pytest.approx(1001.0, abs=0.5)  # far apart: about the larger one
     assert phase2_ms(0.0, 7.0) == 7.0 and phase2_ms(7.0, 0.0) == 7.0
     assert phase2_ms(300.0, 400.0, norm=50.0) == pytest.approx(400.0, rel=1e-3)  # p → ∞ is the max
 

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def render(results: Sequence[Measurement]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what a run started, then exit
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     if not transports or set(transports) - set(TRANSPORTS):
         print(f"gateway_cost: --transports takes {', '.join(TRANSPORTS)}", file=sys.stderr)

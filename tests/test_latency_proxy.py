@@ -127,6 +127,11 @@ async def test_gateway_refresh_pays_latency_once_per_round_trip(
     assert_near(proxied_ms - direct_ms, round_trips * L_MS)
 
 
+def interquartile_range(values: list[float]) -> float:
+    quartiles = statistics.quantiles(values, n=4)
+    return quartiles[2] - quartiles[0]
+
+
 def test_jitter_keeps_the_mean_and_widens_the_spread(
     pg_server: EmbeddedPostgres, direct_ms: list[float]
 ) -> None:
@@ -138,7 +143,7 @@ def test_jitter_keeps_the_mean_and_widens_the_spread(
         proxy.set_latency(L_MS, jitter_ms=0.75 * L_MS)
         jittered = time_round_trips(conn, 30)
     assert_near(added_mean(direct_ms, jittered), L_MS)
-    assert statistics.stdev(jittered) > 2 * statistics.stdev(steady)
+    assert interquartile_range(jittered) > 2 * interquartile_range(steady)  # one slow outlier moves neither
     assert max(jittered) - min(jittered) > 0.5 * L_MS
 
 

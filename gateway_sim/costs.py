@@ -44,7 +44,7 @@ class CpuCosts:
     remove_batched: OpCost
     #: The TTL sweep's DELETE, with a cut-off no row is older than: its round trip and scan, nothing deleted.
     expiry: OpCost
-    #: The share of a core this process got during a CPU-bound spin of the calibration (1 on an idle machine).
+
     @property
     def cpu_refresh_ms(self) -> float:
         return self.refresh.cpu_ms
@@ -63,6 +63,7 @@ class CpuCosts:
         """The DELETE round trip a per-session removal adds."""
         return max(0.0, self.remove_per_session.wall_ms - self.cpu_remove_ms)
 
+    #: The share of a core this process got during a CPU-bound spin of the calibration (1 on an idle machine).
     cpu_share: float = 1.0
 
     def model_costs(self) -> dict[str, float]:

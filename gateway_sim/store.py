@@ -430,12 +430,15 @@ def _treat_terminations_as_disconnects(engine: Engine) -> None:
             context.is_disconnect = True
 
 
-def _server_settings(config: StoreConfig, injected_faults: bool) -> dict[str, str]:
-    """The run-time settings a store's connections start with."""
-    settings = {"application_name": config.application_name}
-    if not injected_faults:
-        settings[SKIP_FAULTS_SETTING] = "on"
-    return settings
+def _fault_settings(injected_faults: bool) -> dict[str, str]:
+    """The run-time settings a store's connections start with besides ``application_name``."""
+    return {} if injected_faults else {SKIP_FAULTS_SETTING: "on"}
+
+
+def _psycopg_connect_args(config: StoreConfig, injected_faults: bool) -> dict[str, str]:
+    """psycopg takes the other run-time settings as ``-c name=value`` options."""
+    options = " ".join(f"-c {name}={value}" for name, value in _fault_settings(injected_faults).items())
+    return {"application_name": config.application_name, **({"options": options} if options else {})}
 
 
 def _engine_kwargs(config: StoreConfig) -> dict[str, Any]:
@@ -447,13 +450,6 @@ def _engine_kwargs(config: StoreConfig) -> dict[str, Any]:
     }
 
 
-def _psycopg_connect_args(settings: dict[str, str]) -> dict[str, str]:
-    args = {"application_name": settings.pop("application_name")}
-    if settings:
-        args["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
-    return args
-
-
 class ThreadStore(SessionStore):
     """Synchronous SQLAlchemy (psycopg) in worker threads: what the real gateway does."""
 
@@ -461,7 +457,7 @@ class ThreadStore(SessionStore):
         self.config = config
         self._engine = create_engine(
             driver_url(config.db_url, "thread"),
-            connect_args=_psycopg_connect_args(_server_settings(config, injected_faults)),
+            connect_args=_psycopg_connect_args(config, injected_faults),
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._engine)
@@ -538,7 +534,8 @@ class AsyncStore(SessionStore):
         self.config = config
         self._async_engine: AsyncEngine = create_async_engine(
             driver_url(config.db_url, "async"),
-            connect_args={"server_settings": _server_settings(config, injected_faults)},
+            connect_args={"server_settings": {"application_name": config.application_name,
+                                              **_fault_settings(injected_faults)}},
             **_engine_kwargs(config),
         )
         _treat_terminations_as_disconnects(self._async_engine.sync_engine)

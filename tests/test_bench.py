@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.capacity.bench import BenchPoint, burst_samples, measure_point, points_from_args
+from harness.capacity.bench import BenchPoint, burst_passes, burst_samples, measure_point, points_from_args
 from harness.cli import build_parser, main
 from tests.golden_keys import golden, json_paths
 
@@ -84,3 +84,7 @@ def test_the_calibration_burst_meets_the_database_as_the_cycle_does() -> None:
     assert burst_samples(point(strategy="batched")) == 5000  # 20 chunks of 500 would be 10,000: capped
     assert burst_samples(point(strategy="batched", batch_size=50)) == 1000  # one full wave of 20 chunks
     assert burst_samples(point(strategy="batched", sessions=300)) == 300
+
+
+def test_small_bursts_are_timed_in_several_passes() -> None:
+    assert [burst_passes(n) for n in (1, 100, 1000, 1333, 2000, 5000)] == [3, 3, 3, 3, 2, 1]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness.capacity.model import ModelInput, effective_concurrency, phase2_ms, predict
+from harness.capacity.model import ModelInput, effective_concurrency, one_wave_ms, phase2_ms, predict
 from harness.cli import main
 
 
@@ -94,7 +94,25 @@ def test_cpu_roof_applies_to_batched_refreshes() -> None:
     assert result.terms["refresh_db_ms"] == 30.0  # 20 chunks of 500, all 20 in flight at once
     assert result.binding == "none"
     result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01))
-    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(phase2_ms(100.0, 2.0), abs=1e-3))
+    # one wave of 20 chunks: the first reply after one round trip, then 5 ms of the loop's work per other chunk
+    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(2.0 + 19 * 5.0, abs=1e-3))
+    result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01,
+                                max_concurrent=5))  # four waves of five chunks: the roofs' smooth maximum
+    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(phase2_ms(8.0, 100.0), abs=1e-3))
+
+
+def test_one_wave_is_a_round_trip_and_the_loops_work_on_the_others() -> None:
+    assert one_wave_ms(2.0, 5.0, 1) == 2.0  # one statement: its round trip, whatever the roof
+    assert one_wave_ms(2.0, 5.0, 4) == 17.0
+    assert one_wave_ms(2.0, 5.0, 0) == 0.0
+    # one batched chunk (100 sessions ≤ batch_size): the round trip alone, not combined with the burst's roof
+    result = predict(ModelInput(sessions=100, refresh_ms=2.0, strategy="batched", burst_refresh_ms=0.05,
+                                expiry_ms=1.0))
+    assert result.model_ms == pytest.approx(3.0)
+    assert result.terms["refresh_cpu_ms"] == pytest.approx(5.0)  # the roof is still reported
+    # bounded, 10 sessions under a semaphore of 20: one wave of 10 single refreshes
+    result = predict(ModelInput(sessions=10, refresh_ms=12.0, cpu_refresh_ms=0.5))
+    assert result.model_ms == pytest.approx(12.0 + 9 * 0.5)
 
 
 def test_the_two_roofs_combine_as_a_smooth_maximum() -> None:

@@ -178,6 +178,8 @@ async def _batch_refresh_ms(registry: SessionRegistry, batch_size: int, samples:
 
 BOUNDED_BURST = 2000
 """Refreshes in a bench point's zero-latency burst, at most: enough for the cycle's concurrency to settle."""
+BURST_BUDGET = 4000
+"""Refreshes over all of a point's burst passes, at most (:func:`burst_passes`)."""
 
 
 def burst_samples(point: BenchPoint) -> int:
@@ -187,6 +189,12 @@ def burst_samples(point: BenchPoint) -> int:
     if point.strategy == "batched":
         return max(1, min(point.connected, point.batch_size * point.max_concurrent, MAX_SAMPLES))
     return max(1, min(point.connected, BOUNDED_BURST))
+
+
+def burst_passes(samples: int) -> int:
+    """Timed passes of a point's burst: three for bursts that are small (noisy, and the first pass is the
+    dearest), fewer where :data:`BURST_BUDGET` refreshes would be exceeded."""
+    return max(1, min(3, BURST_BUDGET // max(1, samples)))
 
 
 @dataclass(frozen=True)
@@ -244,7 +252,9 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         await cycle()  # warm-up: opens the pool's connections
         cpu: dict[str, float] = {}
         if isinstance(registry, SessionRegistry):  # on connections that the point's injected latency passes by
-            cpu = (await measure_costs(registry.store, registry.config, burst_samples(point))).model_costs()
+            samples = burst_samples(point)
+            costs = await measure_costs(registry.store, registry.config, samples, burst_passes(samples))
+            cpu = costs.model_costs()
         refresh_ms = (await calibrate_registry(registry)).refresh_ms
         if point.strategy == "batched" and isinstance(registry, SessionRegistry):
             refresh_ms = await _batch_refresh_ms(registry, point.batch_size)

@@ -2,7 +2,9 @@
 
 With C connected sessions, D disconnected ones and N = C + D checked::
 
-    cycle = expiry + N × check + removal(D) + ((rounds × L_refresh)^1.5 + (C × roof)^1.5)^(1/1.5)
+    cycle = expiry + N × check + removal(D) + phase2
+    phase2 = ((rounds × L_refresh)^1.5 + (C × roof)^1.5)^(1/1.5)    (more statements than c_eff: several waves)
+             L_refresh + (statements − 1) × roof × C / statements       (all statements in one wave)
 
     rounds        = ceil(C / c_eff)          (bounded, gather, sequential: one refresh statement per session)
                     ceil(ceil(C / batch_size) / c_eff)   (batched: one UPDATE … = ANY(:ids) per chunk, the
@@ -20,8 +22,11 @@ one pays one round trip and keeps only the per-session work (closing the transpo
 bound by the slower of two resources: the database round trips (``rounds`` waves of ``L_refresh``, the wall time of
 one refresh), or the gateway's own CPU (one event loop, and under the GIL the driver's threads too, run the client
 side of every refresh one after another: ``C × cpu_refresh``). They combine as a smooth maximum (p = 1.5), not the
-ideal ``max`` (see :func:`phase2_ms`). ``binding`` is ``cpu`` when the second is the larger; else the
-concurrency limit that sets ``c_eff`` (``none`` when no limit is below C).
+ideal ``max`` (see :func:`phase2_ms`). When every statement fits in one wave there is no other wave to overlap
+with: the wave is one round trip, and the loop's work on the other statements of the wave comes after the first
+reply (:func:`one_wave_ms`; one statement, as a batched cycle of up to ``batch_size`` sessions sends, is just
+``L_refresh``). ``binding`` is ``cpu`` when the throughput roof is the larger; else the concurrency limit that
+sets ``c_eff`` (``none`` when no limit is below C).
 
 ``cpu_share`` is the share of a core the gateway process got while its calibration burst was CPU-bound (1 on an
 idle machine; less when other processes take the cores). ``burst_refresh`` is the same burst's wall time per
@@ -124,7 +129,7 @@ def effective_concurrency(inp: ModelInput) -> tuple[int, str, dict[str, int]]:
     limits = concurrency_limits(inp)
     # Ties go to the earlier name in BINDINGS: the semaphore is the knob a user set on purpose.
     name, limit = min(limits.items(), key=lambda item: (item[1], BINDINGS.index(item[0])))
-    statements = chunks(inp) if inp.strategy == "batched" else inp.sessions
+    statements = statement_count(inp)
     if statements <= limit:
         return max(1, statements), "none", limits
     return limit, name, limits
@@ -135,11 +140,16 @@ def chunks(inp: ModelInput) -> int:
     return math.ceil(inp.sessions / inp.batch_size)
 
 
+def statement_count(inp: ModelInput) -> int:
+    """Refresh statements in phase 2: one per session, or one per chunk batched."""
+    return chunks(inp) if inp.strategy == "batched" else inp.sessions
+
+
 def refresh_rounds(inp: ModelInput, c_eff: int) -> int:
     """Waves of refresh statements in phase 2: one per ``c_eff`` sessions, or per ``c_eff`` chunks batched."""
     if not inp.sessions:
         return 0
-    return math.ceil((chunks(inp) if inp.strategy == "batched" else inp.sessions) / c_eff)
+    return math.ceil(statement_count(inp) / c_eff)
 
 
 def removal_ms(inp: ModelInput) -> float:
@@ -170,17 +180,29 @@ def phase2_ms(database_ms: float, cpu_ms: float, norm: float = OVERLAP_NORM) -> 
     return float((database_ms**norm + cpu_ms**norm) ** (1.0 / norm))
 
 
+def one_wave_ms(refresh_ms: float, statement_roof_ms: float, statements: int) -> float:
+    """Phase 2 when its ``statements`` all go out at once (no more than ``c_eff``): the round trip of one, then
+    the throughput roof's time for each of the others."""
+    if statements <= 0:
+        return 0.0
+    return refresh_ms + (statements - 1) * statement_roof_ms
+
+
 def predict(inp: ModelInput) -> ModelResult:
     """The model's cycle time for ``inp`` (the roofline in the module docstring), with its terms."""
     c_eff, binding, limits = effective_concurrency(inp)
     check = max(inp.check_ms, inp.cpu_check_ms)
     checks = (inp.sessions + inp.disconnected) * check
     removal = removal_ms(inp)
-    database = refresh_rounds(inp, c_eff) * inp.refresh_ms
+    rounds = refresh_rounds(inp, c_eff)
+    database = rounds * inp.refresh_ms
     cpu = inp.sessions * max(inp.cpu_refresh_ms / inp.cpu_share, inp.burst_refresh_ms)
     if cpu > database:
         binding = "cpu"
-    model_ms = inp.expiry_ms + checks + removal + phase2_ms(database, cpu)
+    statements = statement_count(inp)
+    one_wave = rounds == 1  # nothing to overlap with
+    phase2 = one_wave_ms(inp.refresh_ms, cpu / statements, statements) if one_wave else phase2_ms(database, cpu)
+    model_ms = inp.expiry_ms + checks + removal + phase2
     terms = {"expiry_ms": round(inp.expiry_ms, 3), "check_ms": round(checks, 3), "removal_ms": round(removal, 3),
              "refresh_db_ms": round(database, 3), "refresh_cpu_ms": round(cpu, 3)}
     return ModelResult(model_ms=round(model_ms, 3), c_eff=c_eff, binding=binding, limits=limits, terms=terms)

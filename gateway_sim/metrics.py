@@ -124,6 +124,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, str], Any] = {}
         r = self.registry
         self.cycle_seconds = Histogram(
             "mcp_cleanup_cycle_seconds",
@@ -165,9 +166,17 @@ class GatewayMetrics:
     def observe_session(self, event: str, session_id: str, kind: str, reason: str) -> None:
         """Count a session created (by transport) or removed (by reason): a registry session listener."""
         if event == "created":
-            self.created.labels(transport=kind).inc()
+            self._child(self.created, "transport", kind).inc()
         elif event == "removed":
-            self.removed.labels(reason=reason).inc()
+            self._child(self.removed, "reason", reason).inc()
+
+    def _child(self, metric: Counter, label: str, value: str) -> Any:
+        """``metric.labels(label=value)``, looked up once per value (sessions come and go by the thousand)."""
+        key = (id(metric), value)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**{label: value})
+        return child
 
     def observe_cycle(self, record: CycleRecord) -> None:
         """Account one cycle record."""

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 
@@ -75,10 +76,19 @@ class SSETransport:
                     transport.close()
 
 
+def json_bytes(data: Any) -> bytes:
+    """Compact JSON as UTF-8 (orjson; the standard library for what orjson refuses, such as integers beyond 64
+    bits that a client may use as a JSON-RPC id)."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
 def sse_event(event: str, data: Any) -> bytes:
     """Encode one server-sent event."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    payload = data.encode() if isinstance(data, str) else json_bytes(data)
+    return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"
 
 
 KEEPALIVE_EVENT = sse_event("keepalive", "{}")

@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from harness.capacity.bench import BenchPoint, burst_passes, burst_samples, measure_point, points_from_args
+from harness.capacity.bench import (
+    BenchPoint,
+    burst_passes,
+    burst_samples,
+    measure_point,
+    point_repeats,
+    points_from_args,
+)
 from harness.cli import build_parser, main
 from tests.golden_keys import golden, json_paths
 
@@ -84,6 +91,12 @@ def test_the_calibration_burst_meets_the_database_as_the_cycle_does() -> None:
     assert burst_samples(point(strategy="batched")) == 5000  # 20 chunks of 500 would be 10,000: capped
     assert burst_samples(point(strategy="batched", batch_size=50)) == 1000  # one full wave of 20 chunks
     assert burst_samples(point(strategy="batched", sessions=300)) == 300
+
+
+def test_short_cycles_are_measured_more_often() -> None:
+    assert point_repeats(3, 20.0) == 9
+    assert point_repeats(12, 20.0) == 12  # more when asked for
+    assert point_repeats(3, 100.0) == 3 and point_repeats(1, 5000.0) == 1
 
 
 def test_small_bursts_are_timed_in_several_passes() -> None:

@@ -335,6 +335,17 @@ def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:
     )
 
 
+SHORT_CYCLE_MS = 100.0
+"""Points the model puts under this many ms are measured over at least :data:`SHORT_CYCLE_REPEATS` cycles."""
+SHORT_CYCLE_REPEATS = 9
+
+
+def point_repeats(repeats: int, predicted_ms: float) -> int:
+    """Cycles measured for a point: ``repeats``, and at least :data:`SHORT_CYCLE_REPEATS` for a short cycle, whose
+    median moves most with one slow cycle and whose extra cycles cost under a second."""
+    return max(repeats, SHORT_CYCLE_REPEATS) if predicted_ms < SHORT_CYCLE_MS else repeats
+
+
 def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seconds: float,
                pythons: Mapping[str, str] | None = None) -> list[BenchRow]:
     """Measure each point in its own event loop, skipping those the model says exceed ``max_seconds``.
@@ -349,7 +360,7 @@ def run_points(points: Iterable[BenchPoint], db_url: str, repeats: int, max_seco
             note = f"model {predicted.model_ms / 1000:.0f} s > --max-point-seconds {max_seconds:g}"
             rows.append(skipped_row(point, predicted, note))
             continue
-        rows.append(measure(point, db_url, repeats, pythons))
+        rows.append(measure(point, db_url, point_repeats(repeats, predicted.model_ms), pythons))
     return rows
 
 

@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from harness.capacity.model import ModelInput, effective_concurrency, one_wave_ms, phase2_ms, predict
+from harness.capacity.model import (
+    ModelInput,
+    effective_concurrency,
+    one_wave_ms,
+    overlap_norm,
+    phase2_ms,
+    predict,
+)
 from harness.cli import main
 
 
@@ -99,6 +106,16 @@ def test_cpu_roof_applies_to_batched_refreshes() -> None:
     result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01,
                                 max_concurrent=5))  # four waves of five chunks: the roofs' smooth maximum
     assert (result.binding, result.model_ms) == ("cpu", pytest.approx(phase2_ms(8.0, 100.0), abs=1e-3))
+
+
+def test_the_thread_driver_overlaps_its_roofs_better() -> None:
+    assert (overlap_norm("async"), overlap_norm("thread")) == (1.5, 2.0)
+    kw = {"sessions": 1000, "refresh_ms": 10.0, "cpu_refresh_ms": 0.3}
+    on_loop = predict(ModelInput(**kw))
+    threads = predict(ModelInput(**kw, driver="thread", executor_threads=20))
+    assert on_loop.terms == threads.terms  # the same two roofs: 50 waves of 10 ms, 1000 × 0.3 ms
+    assert threads.model_ms == pytest.approx(phase2_ms(500.0, 300.0, norm=2.0), abs=1e-3)
+    assert max(500.0, 300.0) < threads.model_ms < on_loop.model_ms
 
 
 def test_one_wave_is_a_round_trip_and_the_loops_work_on_the_others() -> None:

@@ -286,3 +286,15 @@ async def test_streamable_http_error_codes(start_gateway, http):
     # the session survived the bad requests
     status, _, body = await mcp_post(http, gw.url, rpc("ping", 16), sid)
     assert (status, body["result"]) == (200, {})
+
+
+def test_sse_events_are_compact_utf8_json_and_keep_ids_beyond_64_bits() -> None:
+    from gateway_sim.transports import sse_event
+
+    parser = SSEParser()
+    big = {"jsonrpc": "2.0", "id": 2**70, "result": {"text": "café"}}
+    stream = sse_event("message", big) + sse_event("message", {"id": 1, "result": {"text": "é"}})
+    events = [e for e in map(parser.feed, stream.split(b"\n")) if e is not None]
+    assert [json.loads(e.data) for e in events] == [big, {"id": 1, "result": {"text": "é"}}]
+    assert sse_event("message", {"a": 1}) == b'event: message\ndata: {"a":1}\n\n'
+    assert sse_event("endpoint", "/message?session_id=x") == b"event: endpoint\ndata: /message?session_id=x\n\n"

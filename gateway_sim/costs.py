@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -142,25 +143,19 @@ def _median(costs: list[OpCost]) -> OpCost:
                   wall_ms=statistics.median(c.wall_ms for c in costs))
 
 
-async def _refresh_passes(scratch: SessionRegistry, ids: list[str], passes: int) -> OpCost:
-    """The median of ``passes`` timed bursts that each refresh every one of ``ids`` (the first pass after the
-    warm-up is the dearest: more passes keep it from being the measurement)."""
+async def _median_burst(passes: int, count: int, operation: Callable[[], Awaitable[Any]]) -> OpCost:
+    """The median of ``passes`` timed runs of ``operation``, each ``count`` operations."""
     costs = []
     for _ in range(passes):
-        with _Burst(len(ids)) as burst:
-            await scratch.refresh_connected(ids)
+        with _Burst(count) as burst:
+            await operation()
         costs.append(burst.cost)
     return _median(costs)
 
 
 async def _sweep(store: st.SessionStore) -> OpCost:
     """The median of a few TTL sweeps that delete nothing (the first one meets the dead rows of the bursts)."""
-    costs = []
-    for _ in range(EXPIRY_SAMPLES):
-        with _Burst(1) as sweep:
-            await store.run(st.expire_sessions, NEVER_EXPIRES_S)
-        costs.append(sweep.cost)
-    return _median(costs)
+    return await _median_burst(EXPIRY_SAMPLES, 1, lambda: store.run(st.expire_sessions, NEVER_EXPIRES_S))
 
 
 async def measure_costs(store: st.SessionStore, config: RegistryConfig,
@@ -177,7 +172,8 @@ async def measure_costs(store: st.SessionStore, config: RegistryConfig,
         ids = await scratch.add_sessions([SyntheticTransport() for _ in range(samples)])
         await _warm_up(own, config, ids)
         share = cpu_share()
-        refresh = await _refresh_passes(scratch, ids, passes)
+        # the median of the passes: the first one after the warm-up is the dearest
+        refresh = await _median_burst(passes, samples, lambda: scratch.refresh_connected(ids))
         with _Burst(samples) as check:
             for transport in list(scratch.sessions.values()):
                 await transport.is_connected()

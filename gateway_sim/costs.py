@@ -129,18 +129,19 @@ CALIBRATION_APPLICATION = "mcp-loadtest-calibration"
 """The ``application_name`` of the calibration's connections (not counted as the gateway's)."""
 
 
-WARM_UP_WAVES = 6
+PLANNED_WARM_UP_WAVES = 6
 """Postgres plans a prepared statement afresh for its first five executions on a connection and may then keep a
-generic plan; the gateway's long-lived connections run the generic one, so each of the calibration's
-connections runs its statements six times before anything is timed."""
+generic plan, which the gateway's long-lived connections run: six warm-up waves take every connection of the
+burst past that, so even its first timed pass costs what a cycle's refreshes cost."""
+MAX_WARM_UP_WAVES = 10
 
 
-async def _warm_up(store: st.SessionStore, config: RegistryConfig, ids: list[str]) -> None:
-    """Open the connections one wave uses and run their refresh statements past Postgres's custom plans, while
-    touching few rows: :data:`WARM_UP_WAVES` waves of ``max_concurrent`` one-id refreshes (one-id chunks for
-    batched) over the same rows, so the timed burst updates every other row once, as a cycle does."""
+async def _warm_up(store: st.SessionStore, config: RegistryConfig, ids: list[str], waves: int) -> None:
+    """Open the connections one wave uses, each with its refresh statements prepared, while touching few rows:
+    ``waves`` waves of ``max_concurrent`` one-id refreshes (one-id chunks for batched) over the same rows, so the
+    timed burst updates every other row once, as a cycle does."""
     warm = SessionRegistry(store, replace(config, batch_size=1), worker_id="calibration")
-    for _ in range(WARM_UP_WAVES):
+    for _ in range(waves):
         await warm.refresh_connected(ids[: config.max_concurrent])
 
 
@@ -166,18 +167,20 @@ async def _sweep(store: st.SessionStore) -> OpCost:
 
 
 async def measure_costs(store: st.SessionStore, config: RegistryConfig,
-                        samples: int = DEFAULT_SAMPLES, passes: int = 1) -> CpuCosts:
-    """Bursts of ``samples`` refreshes (with ``config``'s strategy; the median of ``passes``), checks and
-    removals (both modes), on a fault-free store like ``store``."""
+                        samples: int = DEFAULT_SAMPLES, passes: int = 1, warm_up_waves: int = 1) -> CpuCosts:
+    """Bursts of ``samples`` refreshes (with ``config``'s strategy; the median of ``passes``, after
+    ``warm_up_waves`` untimed waves), checks and removals (both modes), on a fault-free store like ``store``."""
     if not 1 <= samples <= MAX_SAMPLES:
         raise ValueError(f"samples must be in [1, {MAX_SAMPLES}]")
     if not 1 <= passes <= MAX_PASSES:
         raise ValueError(f"passes must be in [1, {MAX_PASSES}]")
+    if not 1 <= warm_up_waves <= MAX_WARM_UP_WAVES:
+        raise ValueError(f"warm_up_waves must be in [1, {MAX_WARM_UP_WAVES}]")
     own = st.open_store(replace(store.config, application_name=CALIBRATION_APPLICATION), injected_faults=False)
     try:
         scratch = SessionRegistry(own, config, worker_id="calibration")
         ids = await scratch.add_sessions([SyntheticTransport() for _ in range(samples)])
-        await _warm_up(own, config, ids)
+        await _warm_up(own, config, ids, warm_up_waves)
         share = cpu_share()
         # the median of the passes: the first one after the warm-up is the dearest
         refresh = await _median_burst(passes, samples, lambda: scratch.refresh_connected(ids))

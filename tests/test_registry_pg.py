@@ -167,7 +167,7 @@ async def test_the_calibrations_sweep_is_timed_and_deletes_no_row(db_url: str) -
             session.commit()
 
         await registry.store.run(age)
-        costs = await measure_costs(registry.store, registry.config, samples=20, passes=3)
+        costs = await measure_costs(registry.store, registry.config, samples=20, passes=3, warm_up_waves=6)
         assert costs.expiry.wall_ms > 0 and costs.model_costs()["expiry_ms"] > 0
         assert costs.refresh.wall_ms > 0 and costs.refresh.cpu_ms > 0
         assert "stale-row" in await registry.store.run(st.all_session_ids)
@@ -183,3 +183,6 @@ async def test_calibration_passes_out_of_range_are_refused() -> None:
     for passes in (0, 6):
         with pytest.raises(ValueError, match="passes"):
             await measure_costs(None, RegistryConfig(), samples=10, passes=passes)  # type: ignore[arg-type]
+    for waves in (0, 11):
+        with pytest.raises(ValueError, match="warm_up_waves"):
+            await measure_costs(None, RegistryConfig(), samples=10, warm_up_waves=waves)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
-from gateway_sim.costs import MAX_SAMPLES, measure_costs
+from gateway_sim.costs import MAX_SAMPLES, PLANNED_WARM_UP_WAVES, measure_costs
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.registry_api import Registry, create_registry
@@ -253,7 +253,8 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         cpu: dict[str, float] = {}
         if isinstance(registry, SessionRegistry):  # on connections that the point's injected latency passes by
             samples = burst_samples(point)
-            costs = await measure_costs(registry.store, registry.config, samples, burst_passes(samples))
+            costs = await measure_costs(registry.store, registry.config, samples, burst_passes(samples),
+                                        PLANNED_WARM_UP_WAVES)
             cpu = costs.model_costs()
         refresh_ms = (await calibrate_registry(registry)).refresh_ms
         if point.strategy == "batched" and isinstance(registry, SessionRegistry):

@@ -113,10 +113,11 @@ def _wait_for(condition, seconds: float = 5.0) -> bool:
     return True
 
 
-async def test_the_warm_up_is_one_wave_of_one_id_refreshes() -> None:
+@pytest.mark.parametrize("waves", [1, 6])
+async def test_the_warm_up_is_waves_of_one_id_refreshes(waves: int) -> None:
     """It opens a wave's connections and leaves the other rows to the timed burst, which then updates each once."""
     store = FakeStore()
     ids = [f"s{i}" for i in range(100)]
     store.rows.update(ids)
-    await _warm_up(store, RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), ids)
-    assert store.chunks == [1, 1, 1, 1]
+    await _warm_up(store, RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), ids, waves=waves)
+    assert store.chunks == [1, 1, 1, 1] * waves

@@ -112,17 +112,13 @@ class _Burst:
                            wall_ms=(time.perf_counter() - self._wall) * 1000.0 / self.count)
 
 
-async def _removal(store: st.SessionStore, config: RegistryConfig, mode: str, samples: int,
-                   passes: int = 1) -> OpCost:
-    """Phase 1 over ``samples`` gone sessions with removal ``mode``; the median of ``passes``."""
-    costs = []
-    for _ in range(passes):
-        scratch = SessionRegistry(store, replace(config, phase1_removal=mode), worker_id="calibration")
-        await scratch.add_sessions([SyntheticTransport(connected=False) for _ in range(samples)])
-        with _Burst(samples) as burst:
-            await scratch.phase1()
-        costs.append(burst.cost)
-    return _median(costs)
+async def _removal(store: st.SessionStore, config: RegistryConfig, mode: str, samples: int) -> OpCost:
+    """Phase 1 over ``samples`` gone sessions with removal ``mode``."""
+    scratch = SessionRegistry(store, replace(config, phase1_removal=mode), worker_id="calibration")
+    await scratch.add_sessions([SyntheticTransport(connected=False) for _ in range(samples)])
+    with _Burst(samples) as burst:
+        await scratch.phase1()
+    return burst.cost
 
 
 CALIBRATION_APPLICATION = "mcp-loadtest-calibration"
@@ -189,7 +185,7 @@ async def measure_costs(store: st.SessionStore, config: RegistryConfig,
                 await transport.is_connected()
         await scratch.close()
         per_session = await _removal(own, config, "per-session", samples)
-        batched = await _removal(own, config, "batched", samples, BATCHED_REMOVAL_PASSES)
+        batched = _median([await _removal(own, config, "batched", samples) for _ in range(BATCHED_REMOVAL_PASSES)])
         expiry = await _sweep(own)
     finally:
         await own.close()

@@ -21,6 +21,7 @@ from gateway_sim import store as st
 from gateway_sim.allocator import heap_stats
 from gateway_sim.appkeys import CONFIG, CYCLES, REGISTRY, STORE, spawn
 from gateway_sim.costs import DEFAULT_SAMPLES, MAX_SAMPLES, CpuCosts, measure_costs
+from gateway_sim.gc_tuning import gc_stats
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.responses import HttpJsonRpc, finite_number, int_query, json_error
 
@@ -118,6 +119,7 @@ def _process_stats(app: Any) -> dict[str, Any]:
         "sessions_persistent": sum(1 for t in registry.sessions.values() if t.persistent),
         **(heap_stats() or {"malloc_in_use_bytes": None, "malloc_free_bytes": None}),
         "malloc_mmap_threshold": app[CONFIG].malloc_mmap_threshold,
+        **gc_stats(),
     }
 
 

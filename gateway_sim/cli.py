@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from gateway_sim.allocator import pin_mmap_threshold
 from gateway_sim.config import GatewayConfig, gateway_cli_config
+from gateway_sim.gc_tuning import tune_gc
 from gateway_sim.settings import GATEWAY_SETTINGS, SIM_ONLY, add_settings
 
 READY_PREFIX = "gateway: "
@@ -48,6 +49,7 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=10)
     await runner.setup()
+    tune_gc(config.gc_threshold)  # the app and its resources are up: what they hold now lives as long as they do
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=4096)
         await site.start()

@@ -92,6 +92,7 @@ class GatewayConfig:
     auth_token: str | None = _default("auth_token")
     worker_id: str = _default("worker_id")
     malloc_mmap_threshold: int = _default("malloc_mmap_threshold")
+    gc_threshold: int = _default("gc_threshold")
     loop: str = _default("loop")
     registry_name: str = _default("registry_name")
     #: the event loop's default executor size (``--executor-threads`` given); None leaves Python's default

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gateway_sim.allocator import DEFAULT_MMAP_THRESHOLD, validate_mmap_threshold
+from gateway_sim.gc_tuning import DEFAULT_GC_THRESHOLD
 
 PARTS = ("store", "registry", "gateway", "load", "stack", "run", "capacity")
 GATEWAY_PARTS = ("store", "registry", "gateway")
@@ -202,6 +203,9 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("malloc_mmap_threshold", "gateway", int, DEFAULT_MMAP_THRESHOLD,
             "pin glibc's mmap threshold at this many bytes so freed large blocks go back to the OS; 0 leaves "
             "glibc's moving threshold, under which RSS creeps up with churn", validate=_mmap_threshold),
+    Setting("gc_threshold", "gateway", int, DEFAULT_GC_THRESHOLD,
+            "after start-up, freeze the heap out of Python's garbage collector and collect its young generation "
+            "every this many net allocations; 0 keeps Python's own (700, nothing frozen)", minimum=0),
     Setting("registry_name", "gateway", _text, "sim",
             "the session registry the gateway hosts: sim (this project's), contextforge (ContextForge's own "
             "SessionRegistry; needs 'harness contextforge setup') or package.module:factory",

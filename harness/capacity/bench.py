@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
 from gateway_sim.costs import MAX_SAMPLES, PLANNED_WARM_UP_WAVES, measure_costs
+from gateway_sim.gc_tuning import tuned_gc
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.registry_api import Registry, create_registry
@@ -319,7 +320,8 @@ def measure(point: BenchPoint, db_url: str, repeats: int, pythons: Mapping[str, 
     python = (pythons or {}).get(point.registry_name)
     if python is not None:
         return measure_in_env(point, db_url, repeats, python)
-    return asyncio.run(measure_point(point, db_url, repeats))
+    with tuned_gc():  # the collector as the gateway process runs it
+        return asyncio.run(measure_point(point, db_url, repeats))
 
 
 def skipped_row(point: BenchPoint, result: ModelResult, note: str) -> BenchRow:

@@ -7,13 +7,15 @@ import asyncio
 import json
 import sys
 
+from gateway_sim.gc_tuning import tuned_gc
 from harness.capacity.bench import BenchPoint, measure_point
 
 
 def main() -> int:
     """Read the point, measure it, print the row."""
     request = json.loads(sys.stdin.read())
-    row = asyncio.run(measure_point(BenchPoint(**request["point"]), request["db_url"], int(request["repeats"])))
+    with tuned_gc():
+        row = asyncio.run(measure_point(BenchPoint(**request["point"]), request["db_url"], int(request["repeats"])))
     print(json.dumps(row.as_dict()), flush=True)
     return 0
 

@@ -34,6 +34,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
+from gateway_sim.gc_tuning import DEFAULT_GC_THRESHOLD, tune_gc
 from locustfiles import cleanup_stats, observed_cycles, pool_tab
 from locustfiles.jsonrpc import Call, check_answer, initialize, notification, random_calls
 from locustfiles.options import LoadSettings, add_arguments
@@ -313,6 +314,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     poller = cleanup_stats.start(environment, lambda: _Load.settings.gateway_urls)
     if poller is not None and environment.web_ui is not None:
         pool_tab.install(environment.web_ui, poller)
+    tune_gc(DEFAULT_GC_THRESHOLD)  # the load process's collector as the gateway's: Locust is up, freeze what it holds
 
 
 @events.test_start.add_listener

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,27 @@ def test_tuned_block_restores_the_collector() -> None:
     probe = json.loads(out.stdout)
     assert probe["inside"][0] == gc_tuning.DEFAULT_GC_THRESHOLD and probe["inside"][1] > 10_000
     assert probe["after"] == [700, 0]
+
+
+_LOCUST_PROBE = """
+import gc, json
+from locust import events
+
+
+@events.quitting.add_listener
+def _report(environment, **kw):
+    print("GCPROBE " + json.dumps({"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}), flush=True)
+"""
+
+
+def test_locust_process_runs_the_same_collector(tmp_path) -> None:
+    probe = tmp_path / "gc_probe.py"
+    probe.write_text(_LOCUST_PROBE, encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    # nothing listens on port 9: the one user's sessions fail at once, the run ends after 2 s
+    out = subprocess.run([sys.executable, "-m", "locust", "-f", f"{root / 'locustfiles' / 'mcp_sessions.py'},{probe}",
+                          "--headless", "-u", "1", "-r", "1", "-t", "2s", "--host", "http://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    line = next(x for x in (out.stdout + out.stderr).splitlines() if x.startswith("GCPROBE "))
+    report = json.loads(line.removeprefix("GCPROBE "))
+    assert report["threshold"] == gc_tuning.DEFAULT_GC_THRESHOLD and report["frozen"] > 10_000

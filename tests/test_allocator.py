@@ -73,8 +73,10 @@ def test_gateway_reports_its_allocator(start_gateway) -> None:
         gw.stop()
 
 
-def test_gateway_refuses_a_bad_threshold() -> None:
+@pytest.mark.parametrize(("flag", "message"), [("--malloc-mmap-threshold", "--malloc-mmap-threshold must be 0"),
+                                              ("--gc-threshold", "--gc-threshold must be >= 0")])
+def test_gateway_refuses_a_bad_memory_knob(flag: str, message: str) -> None:
     out = subprocess.run([sys.executable, "-m", "gateway_sim", "--db-url", "postgresql://127.0.0.1:1/x",
-                          "--malloc-mmap-threshold", "-4"], capture_output=True, text=True, timeout=60)
+                          flag, "-4"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
-    assert "--malloc-mmap-threshold must be 0" in out.stderr and "Traceback" not in out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr

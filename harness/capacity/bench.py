@@ -320,7 +320,13 @@ def measure(point: BenchPoint, db_url: str, repeats: int, pythons: Mapping[str, 
     python = (pythons or {}).get(point.registry_name)
     if python is not None:
         return measure_in_env(point, db_url, repeats, python)
-    with tuned_gc():  # the collector as the gateway process runs it
+    return measure_here(point, db_url, repeats)
+
+
+def measure_here(point: BenchPoint, db_url: str, repeats: int) -> BenchRow:
+    """A point measured in this process, in an event loop of its own, under the gateway's collector settings
+    (each point starts from a collected, frozen heap; Python's settings come back after it)."""
+    with tuned_gc():
         return asyncio.run(measure_point(point, db_url, repeats))
 
 

@@ -3,19 +3,16 @@ the row as one JSON line on stdout. ``harness bench`` runs it in the contextforg
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 
-from gateway_sim.gc_tuning import tuned_gc
-from harness.capacity.bench import BenchPoint, measure_point
+from harness.capacity.bench import BenchPoint, measure_here
 
 
 def main() -> int:
     """Read the point, measure it, print the row."""
     request = json.loads(sys.stdin.read())
-    with tuned_gc():
-        row = asyncio.run(measure_point(BenchPoint(**request["point"]), request["db_url"], int(request["repeats"])))
+    row = measure_here(BenchPoint(**request["point"]), request["db_url"], int(request["repeats"]))
     print(json.dumps(row.as_dict()), flush=True)
     return 0
 

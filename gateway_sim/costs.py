@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -157,38 +157,80 @@ async def _median_burst(passes: int, count: int, operation: Callable[[], Awaitab
     return _median(costs)
 
 
-async def _sweep(store: st.SessionStore) -> OpCost:
+async def sweep_cost(store: st.SessionStore) -> OpCost:
     """The median of a few TTL sweeps that delete nothing (the first one meets the dead rows of the bursts)."""
     return await _median_burst(EXPIRY_SAMPLES, 1, lambda: store.run(st.expire_sessions, NEVER_EXPIRES_S))
 
 
-async def measure_costs(store: st.SessionStore, config: RegistryConfig,
-                        samples: int = DEFAULT_SAMPLES, passes: int = 1, warm_up_waves: int = 1) -> CpuCosts:
-    """Bursts of ``samples`` refreshes (with ``config``'s strategy; the median of ``passes``, after
-    ``warm_up_waves`` untimed waves), checks and removals (both modes), on a fault-free store like ``store``."""
+def calibration_store(store: st.SessionStore) -> st.SessionStore:
+    """A store like ``store`` (driver, pool) on connections of its own that the injected faults pass by."""
+    return st.open_store(replace(store.config, application_name=CALIBRATION_APPLICATION), injected_faults=False)
+
+
+def _check_limits(samples: int, passes: int, warm_up_waves: int, least_waves: int = 0) -> None:
     if not 1 <= samples <= MAX_SAMPLES:
         raise ValueError(f"samples must be in [1, {MAX_SAMPLES}]")
     if not 1 <= passes <= MAX_PASSES:
         raise ValueError(f"passes must be in [1, {MAX_PASSES}]")
-    if not 1 <= warm_up_waves <= MAX_WARM_UP_WAVES:
-        raise ValueError(f"warm_up_waves must be in [1, {MAX_WARM_UP_WAVES}]")
-    own = st.open_store(replace(store.config, application_name=CALIBRATION_APPLICATION), injected_faults=False)
+    if not least_waves <= warm_up_waves <= MAX_WARM_UP_WAVES:
+        raise ValueError(f"warm_up_waves must be in [{least_waves}, {MAX_WARM_UP_WAVES}]")
+
+
+def _check_costs_args(samples: int, passes: int, warm_up_waves: int, refresh_ids: Sequence[str] | None) -> None:
+    _check_limits(samples, passes, warm_up_waves, least_waves=1)
+    if refresh_ids is not None and len(refresh_ids) < samples:
+        raise ValueError(f"refresh_ids holds {len(refresh_ids)} rows, fewer than samples={samples}")
+
+
+async def refresh_burst(own: st.SessionStore, config: RegistryConfig, ids: Sequence[str], passes: int = 1,
+                        warm_up_waves: int = 0) -> tuple[OpCost, float]:
+    """CPU and wall time per refresh of ``ids`` refreshed with ``config``'s strategy on ``own`` (a
+    :func:`calibration_store`): the median of ``passes`` timed passes after ``warm_up_waves`` untimed waves; and
+    the share of a core this process got just before (:func:`cpu_share`)."""
+    _check_limits(len(ids), passes, warm_up_waves)
+    if warm_up_waves:
+        await _warm_up(own, config, list(ids), warm_up_waves)
+    scratch = SessionRegistry(own, config, worker_id="calibration")
+    share = cpu_share()
+    # the median of the passes: the first one after the warm-up is the dearest
+    refresh = await _median_burst(passes, len(ids), lambda: scratch.refresh_connected(ids))
+    return refresh, share
+
+
+async def measure_costs(store: st.SessionStore, config: RegistryConfig,
+                        samples: int = DEFAULT_SAMPLES, passes: int = 1, warm_up_waves: int = 1,
+                        refresh_ids: Sequence[str] | None = None) -> CpuCosts:
+    """:func:`measure_costs_on` a :func:`calibration_store` of ``store``'s, closed after."""
+    _check_costs_args(samples, passes, warm_up_waves, refresh_ids)
+    own = calibration_store(store)
     try:
-        scratch = SessionRegistry(own, config, worker_id="calibration")
-        ids = await scratch.add_sessions([SyntheticTransport() for _ in range(samples)])
-        await _warm_up(own, config, ids, warm_up_waves)
-        share = cpu_share()
-        # the median of the passes: the first one after the warm-up is the dearest
-        refresh = await _median_burst(passes, samples, lambda: scratch.refresh_connected(ids))
-        with _Burst(samples) as check:
-            for transport in list(scratch.sessions.values()):
-                await transport.is_connected()
-        await scratch.close()
-        per_session = await _removal(own, config, "per-session", samples)
-        batched = _median([await _removal(own, config, "batched", samples) for _ in range(BATCHED_REMOVAL_PASSES)])
-        expiry = await _sweep(own)
+        return await measure_costs_on(own, config, samples, passes, warm_up_waves, refresh_ids)
     finally:
         await own.close()
-    return CpuCosts(driver=store.config.driver, strategy=config.strategy, samples=samples, refresh=refresh,
+
+
+async def measure_costs_on(own: st.SessionStore, config: RegistryConfig,
+                           samples: int = DEFAULT_SAMPLES, passes: int = 1, warm_up_waves: int = 1,
+                           refresh_ids: Sequence[str] | None = None) -> CpuCosts:
+    """Bursts of ``samples`` refreshes (with ``config``'s strategy; the median of ``passes``, after
+    ``warm_up_waves`` untimed waves), checks and removals (both modes), on the fault-free store ``own``.
+
+    The refreshes go to rows of their own, inserted for the burst, or with ``refresh_ids`` to the first
+    ``samples`` of those existing rows: the very rows a cycle refreshes, in the state its refreshes left them
+    (a bench point's own sessions), so the burst meets the same pages, versions and index entries as the cycle.
+    """
+    _check_costs_args(samples, passes, warm_up_waves, refresh_ids)
+    scratch = SessionRegistry(own, config, worker_id="calibration")
+    transports = [SyntheticTransport() for _ in range(samples)]
+    ids = await scratch.add_sessions(transports) if refresh_ids is None else list(refresh_ids[:samples])
+    refresh, share = await refresh_burst(own, config, ids, passes, warm_up_waves)
+    with _Burst(samples) as check:
+        for transport in transports:
+            await transport.is_connected()
+    await scratch.close()
+    per_session = await _removal(own, config, "per-session", samples)
+    batched = _median([await _removal(own, config, "batched", samples) for _ in range(BATCHED_REMOVAL_PASSES)])
+    expiry = await sweep_cost(own)
+    return CpuCosts(driver=own.config.driver, strategy=config.strategy, samples=samples, refresh=refresh,
                     check=check.cost, remove_per_session=per_session, remove_batched=batched, expiry=expiry,
                     cpu_share=share)

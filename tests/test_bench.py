@@ -9,6 +9,7 @@ from harness.capacity.bench import (
     burst_passes,
     burst_samples,
     measure_point,
+    paired_models,
     point_repeats,
     points_from_args,
 )
@@ -100,4 +101,28 @@ def test_short_cycles_are_measured_more_often() -> None:
 
 
 def test_small_bursts_are_timed_in_several_passes() -> None:
-    assert [burst_passes(n) for n in (1, 100, 1000, 1333, 2000, 5000)] == [3, 3, 3, 3, 2, 1]
+    assert [burst_passes(n) for n in (1, 100, 800, 1000, 1333, 2000, 5000)] == [5, 5, 5, 4, 3, 2, 1]
+    assert [burst_passes(n, "batched") for n in (1, 1000, 5000)] == [5, 5, 5]  # a few statements each
+
+
+def test_each_cycle_is_modelled_with_the_costs_taken_before_it() -> None:
+    from gateway_sim.costs import OpCost
+    from harness.capacity.bench import CycleCosts
+    from harness.capacity.model import predict
+
+    inp = BenchPoint(strategy="bounded", driver="async", sessions=1000, max_concurrent=20,
+                     db_latency_ms=0.0).model_input(1.0, 0.0, 100, 3, cpu={"cpu_refresh_ms": 0.5})
+    paired = paired_models(inp, [CycleCosts(OpCost(cpu_ms=0.4, wall_ms=0.6), 1.0, 2.0, 1.5),
+                                 CycleCosts(OpCost(cpu_ms=0.4, wall_ms=0.9), 0.01, 3.0, 1.2)])
+    assert [(p.cpu_refresh_ms, p.burst_refresh_ms, p.cpu_share, p.expiry_ms, p.refresh_ms) for p in paired] == [
+        (0.4, 0.6, 1.0, 2.0, 1.5), (0.4, 0.9, 0.05, 3.0, 1.2)]
+    assert predict(paired[1]).model_ms > predict(paired[0]).model_ms  # the dearer burst, the longer cycle
+    assert paired_models(inp, []) == []
+
+
+async def test_a_bench_point_pairs_every_cycle_with_a_burst(pg_url) -> None:
+    row = await measure_point(BenchPoint(strategy="bounded", driver="async", sessions=60, max_concurrent=10,
+                                         db_latency_ms=0.0), pg_url, repeats=3)
+    assert len(row.cycle_ratios) == len(row.cycles_ms) == 3 and all(r > 0 for r in row.cycle_ratios)
+    assert row.model_ratio == round(sorted(row.cycle_ratios)[1], 3)  # their median
+    assert row.burst_refresh_ms and row.burst_refresh_ms > 0 and row.cpu_refresh_ms and row.cpu_refresh_ms > 0

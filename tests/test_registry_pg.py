@@ -178,6 +178,34 @@ async def test_the_calibrations_sweep_is_timed_and_deletes_no_row(db_url: str) -
         await registry.store.close()
 
 
+@pytest.mark.parametrize("strategy", ["bounded", "batched"])
+async def test_a_calibration_burst_on_given_rows_refreshes_them_and_adds_none(db_url: str, strategy: str) -> None:
+    from sqlalchemy import text
+
+    from gateway_sim.costs import measure_costs
+
+    registry = await open_registry(db_url, strategy, "async")
+    try:
+        ids = await registry.add_sessions([SyntheticTransport() for _ in range(30)])
+
+        def stamps(session: st.Executor) -> dict[str, object]:
+            rows = session.execute(text("SELECT session_id, last_accessed FROM mcp_sessions"))
+            return {row[0]: row[1] for row in rows}
+
+        before = await registry.store.run(stamps)
+        await asyncio.sleep(0.02)
+        costs = await measure_costs(registry.store, registry.config, samples=20, passes=2, refresh_ids=ids)
+        after = await registry.store.run(stamps)
+        assert costs.refresh.wall_ms > 0 and costs.check.cpu_ms > 0
+        assert set(after) == set(before) == set(ids)  # no row of its own left, none of the given ones removed
+        assert {sid for sid in ids if after[sid] != before[sid]} == set(ids[:20])  # the first 20, refreshed
+        with pytest.raises(ValueError, match="fewer than samples"):
+            await measure_costs(registry.store, registry.config, samples=20, refresh_ids=ids[:5])
+    finally:
+        await registry.close()
+        await registry.store.close()
+
+
 async def test_calibration_passes_out_of_range_are_refused() -> None:
     from gateway_sim.costs import measure_costs
 

@@ -6,9 +6,11 @@ in a process of its own), calibrates one refresh (``L_refresh``, the registry's 
 same run, runs a warm-up cycle and then ``--repeats`` measured cycles, and compares the median with the model.
 ``--strategy``, ``--driver`` and ``--batch-size`` apply to sim points; contextforge points run what upstream does
 (``bounded``, ``thread``). Sim points also calibrate, in the same process, the CPU of one refresh, phase-1 check
-and removal (:mod:`gateway_sim.costs`, at zero latency) for the model's CPU roof. With ``--disconnected-ratio r``
-a share r of the N sessions is disconnected: before each cycle round(N × r) fresh disconnected sessions are
-registered, so every cycle's phase 1 removes that many (``--phase1-removal``).
+and removal (:mod:`gateway_sim.costs`, at zero latency) for the model's CPU roof, and before each measured cycle
+take the burst (on the point's own rows), the TTL sweep and ``L_refresh`` again: each cycle is modelled with the
+costs taken just before it, and ``model_ratio`` is the median of the cycles' measured/model (``cycle_ratios``).
+With ``--disconnected-ratio r`` a share r of the N sessions is disconnected: before each cycle round(N × r) fresh
+disconnected sessions are registered, so every cycle's phase 1 removes that many (``--phase1-removal``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from sqlalchemy.orm import Session
 
 from gateway_sim import store as st
 from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
-from gateway_sim.costs import MAX_SAMPLES, PLANNED_WARM_UP_WAVES, measure_costs
+from gateway_sim.costs import (
+    MAX_PASSES,
+    MAX_SAMPLES,
+    PLANNED_WARM_UP_WAVES,
+    OpCost,
+    calibration_store,
+    measure_costs_on,
+    refresh_burst,
+    sweep_cost,
+)
 from gateway_sim.gc_tuning import tuned_gc
 from gateway_sim.pool_monitor import percentile
 from gateway_sim.registry import SessionRegistry
@@ -128,6 +139,8 @@ class BenchRow:
     cycle_cpu_ms: float | None = None  # this process's CPU time over a measured cycle (median)
     registry: str = "sim"
     cycles_ms: list[float] = field(default_factory=list)
+    #: measured/model of each cycle, each beside the burst taken just before it (``model_ratio`` is their median)
+    cycle_ratios: list[float] = field(default_factory=list)
     max_inflight: int = 0
     pool_exhausted_fraction: float = 0.0
     checked_out_peak: int = 0
@@ -166,6 +179,13 @@ async def _check_ms(registry: Registry) -> float:
     return (time.perf_counter() - started) * 1000.0 / max(1, len(registry.sessions))
 
 
+async def _refresh_ms(registry: Registry, point: BenchPoint) -> float:
+    """``L_refresh``: the registry's own refresh one at a time, or for batched one statement of a full chunk."""
+    if point.strategy == "batched" and isinstance(registry, SessionRegistry):
+        return await _batch_refresh_ms(registry, point.batch_size)
+    return (await calibrate_registry(registry)).refresh_ms
+
+
 async def _batch_refresh_ms(registry: SessionRegistry, batch_size: int, samples: int = 3) -> float:
     """Median wall time of one batched refresh statement of a full chunk (the batched strategy's ``L_refresh``)."""
     ids = list(registry.sessions)[:batch_size]
@@ -192,10 +212,18 @@ def burst_samples(point: BenchPoint) -> int:
     return max(1, min(point.connected, BOUNDED_BURST))
 
 
-def burst_passes(samples: int) -> int:
-    """Timed passes of a point's burst: three for bursts that are small (noisy, and the first pass is the
-    dearest), fewer where :data:`BURST_BUDGET` refreshes would be exceeded."""
-    return max(1, min(3, BURST_BUDGET // max(1, samples)))
+BATCHED_BURST_PASSES = MAX_PASSES
+"""Timed passes of a batched burst: a pass is a wave of at most ``max_concurrent`` statements, a few tenths of a
+second, whose wall time moves by half from one pass to the next; the median of five holds still."""
+
+
+def burst_passes(samples: int, strategy: str = "bounded") -> int:
+    """Timed passes of a point's burst: up to :data:`MAX_PASSES` for bursts that are small (noisy, and the first
+    pass is the dearest), fewer where :data:`BURST_BUDGET` refreshes would be exceeded; :data:`BATCHED_BURST_PASSES`
+    for the batched strategy, whose burst is a few statements however many sessions it refreshes."""
+    if strategy == "batched":
+        return BATCHED_BURST_PASSES
+    return max(1, min(MAX_PASSES, BURST_BUDGET // max(1, samples)))
 
 
 @dataclass(frozen=True)
@@ -251,50 +279,68 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
             return await registry.run_cleanup_cycle()
 
         await cycle()  # warm-up: opens the pool's connections
-        cpu: dict[str, float] = {}
-        if isinstance(registry, SessionRegistry):  # on connections that the point's injected latency passes by
-            samples = burst_samples(point)
-            costs = await measure_costs(registry.store, registry.config, samples, burst_passes(samples),
-                                        PLANNED_WARM_UP_WAVES)
-            cpu = costs.model_costs()
-        refresh_ms = (await calibrate_registry(registry)).refresh_ms
-        if point.strategy == "batched" and isinstance(registry, SessionRegistry):
-            refresh_ms = await _batch_refresh_ms(registry, point.batch_size)
-        check_ms = await _check_ms(registry)
-        before = registry.monitor.snapshot()
-        records, cpu_ms = [], []
-        for _ in range(repeats):
-            started = time.process_time()
-            records.append(await cycle())
-            cpu_ms.append((time.process_time() - started) * 1000.0)
-        after = registry.monitor.snapshot()
+        # the CPU costs on connections that the point's injected latency passes by (sim registries only)
+        own = calibration_store(registry.store) if isinstance(registry, SessionRegistry) else None
+        try:
+            cpu: dict[str, float] = {}
+            pairs: list[CycleCosts] = []
+            if own is not None:
+                samples = burst_samples(point)
+                passes = burst_passes(samples, point.strategy)
+                ids = list(registry.sessions)[:samples]
+                costs = await measure_costs_on(own, registry.config, samples, passes, PLANNED_WARM_UP_WAVES,
+                                               refresh_ids=ids)
+                cpu = costs.model_costs()
+            refresh_ms = await _refresh_ms(registry, point)
+            check_ms = await _check_ms(registry)
+            records, cpu_ms, pool_seconds = [], [], [0.0, 0.0]
+            for _ in range(repeats):
+                if own is not None:  # each cycle beside costs of its own, taken just before it
+                    pairs.append(await _cycle_costs(registry, own, point, ids, passes))
+                before = registry.monitor.snapshot()
+                started = time.process_time()
+                records.append(await cycle())
+                cpu_ms.append((time.process_time() - started) * 1000.0)
+                after = registry.monitor.snapshot()
+                pool_seconds[0] += after.exhausted_seconds - before.exhausted_seconds
+                pool_seconds[1] += after.uptime_seconds - before.uptime_seconds
+        finally:
+            if own is not None:
+                await own.close()
     finally:
         await registry.stop()
     totals = [r.total_ms for r in records]
     measured = statistics.median(totals)
     inp = point.model_input(refresh_ms, check_ms, max_connections, reserved, cpu.get("delete_ms", 0.0), cpu)
+    paired = paired_models(inp, pairs)
+    if paired:  # the row reports the medians of the cycles' costs
+        inp = replace(inp, **{name: statistics.median(getattr(i, name) for i in paired) for name in PAIRED_COSTS})
+        refresh_ms = inp.refresh_ms
     result = predict(inp)
     phase1 = predict(replace(inp, sessions=0))
-    spent = max(1e-9, after.uptime_seconds - before.uptime_seconds)
+    models = [predict(i).model_ms for i in paired] or [result.model_ms] * len(totals)
+    ratios = [t / m for t, m in zip(totals, models, strict=True) if m > 0]
     return BenchRow(
         strategy=point.strategy, driver=point.driver, sessions=point.sessions,
         max_concurrent=point.max_concurrent, db_latency_ms=point.db_latency_ms, pool_size=point.pool_size,
         max_overflow=point.max_overflow,
         executor_threads=point.executor_threads if point.driver == "thread" else None,
         batch_size=point.batch_size, measured_ms=round(measured, 3),
-        measured_ms_p95=round(percentile(totals, 95), 3), model_ms=result.model_ms,
-        model_ratio=round(measured / result.model_ms, 3) if result.model_ms > 0 else None,
+        measured_ms_p95=round(percentile(totals, 95), 3), model_ms=round(statistics.median(models), 3),
+        model_ratio=round(statistics.median(ratios), 3) if ratios else None,
+        cycle_ratios=[round(r, 3) for r in ratios],
         c_eff=result.c_eff, binding=result.binding, refresh_ms=round(refresh_ms, 3),
         check_ms=round(check_ms, 5), skipped=False, cycles_ms=totals,
         phase1_removal=point.phase1_removal, disconnected=point.disconnected,
         phase1_ms=round(statistics.median(r.phase1_ms for r in records), 3),
-        model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=cpu.get("cpu_refresh_ms"),
-        burst_refresh_ms=cpu.get("burst_refresh_ms"),
+        model_phase1_ms=round(phase1.model_ms, 3), cpu_refresh_ms=round(inp.cpu_refresh_ms, 5) if cpu else None,
+        burst_refresh_ms=round(inp.burst_refresh_ms, 5) if cpu else None,
         cpu_check_ms=cpu.get("cpu_check_ms"), cpu_remove_ms=cpu.get("cpu_remove_ms"), delete_ms=cpu.get("delete_ms"),
-        cpu_share=cpu.get("cpu_share"), expiry_ms=cpu.get("expiry_ms"), model_terms=result.terms,
+        cpu_share=round(inp.cpu_share, 4) if cpu else None, expiry_ms=round(inp.expiry_ms, 5) if cpu else None,
+        model_terms=result.terms,
         cycle_cpu_ms=round(statistics.median(cpu_ms), 3),
         max_inflight=max(r.max_inflight for r in records),
-        pool_exhausted_fraction=round((after.exhausted_seconds - before.exhausted_seconds) / spent, 4),
+        pool_exhausted_fraction=round(pool_seconds[0] / max(1e-9, pool_seconds[1]), 4),
         checked_out_peak=max(r.pool.checked_out_peak for r in records),
         waiters_peak=max(r.pool.waiters_peak for r in records),
         wait_ms_p95=max(r.pool.wait_ms_p95 for r in records),
@@ -302,6 +348,36 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
         executor_queue_peak=max(r.pool.executor_queue_peak for r in records),
         errors=sum(r.refresh_errors for r in records), registry=point.registry_name,
     )
+
+
+@dataclass(frozen=True)
+class CycleCosts:
+    """The costs taken again just before one measured cycle: the refresh burst (and the core share before it),
+    the TTL sweep's wall time and ``L_refresh``."""
+
+    burst: OpCost
+    cpu_share: float
+    expiry_ms: float
+    refresh_ms: float
+
+
+PAIRED_COSTS = ("cpu_refresh_ms", "burst_refresh_ms", "cpu_share", "expiry_ms", "refresh_ms")
+"""The model's inputs each cycle takes from its own :class:`CycleCosts` (the rest are the point's)."""
+
+
+async def _cycle_costs(registry: SessionRegistry, own: st.SessionStore, point: BenchPoint, ids: Sequence[str],
+                       passes: int) -> CycleCosts:
+    """The costs a cycle is modelled with, taken just before it (the burst on ``own``, a calibration store)."""
+    burst, share = await refresh_burst(own, registry.config, ids, passes)
+    expiry = await sweep_cost(own)
+    return CycleCosts(burst, share, expiry.wall_ms, await _refresh_ms(registry, point))
+
+
+def paired_models(inp: ModelInput, pairs: Sequence[CycleCosts]) -> list[ModelInput]:
+    """The model's input for each measured cycle: ``inp`` with the costs taken just before that cycle."""
+    return [replace(inp, cpu_refresh_ms=c.burst.cpu_ms, burst_refresh_ms=c.burst.wall_ms,
+                    cpu_share=max(0.05, c.cpu_share), expiry_ms=c.expiry_ms, refresh_ms=c.refresh_ms)
+            for c in pairs]
 
 
 def measure_in_env(point: BenchPoint, db_url: str, repeats: int, python: str) -> BenchRow:

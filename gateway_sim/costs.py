@@ -74,12 +74,14 @@ class CpuCosts:
                 "cpu_check_ms": round(self.cpu_check_ms, 6),
                 "cpu_remove_ms": round(self.cpu_remove_ms, 5), "delete_ms": round(self.delete_ms, 5),
                 "expiry_ms": round(self.expiry.wall_ms, 5),
-                "cpu_share": round(max(0.05, self.cpu_share), 4)}
+                "cpu_share": round(max(MIN_CPU_SHARE, self.cpu_share), 4)}
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), **self.model_costs()}
 
 
+MIN_CPU_SHARE = 0.05
+"""The least share of a core the model is given (a spin squeezed out entirely would divide by nothing)."""
 SPIN_SECONDS = 0.05
 EXPIRY_SAMPLES = 9
 MAX_PASSES = 5

@@ -33,6 +33,7 @@ from gateway_sim.config import GatewayConfig, RegistryConfig, StoreConfig
 from gateway_sim.costs import (
     MAX_PASSES,
     MAX_SAMPLES,
+    MIN_CPU_SHARE,
     PLANNED_WARM_UP_WAVES,
     OpCost,
     calibration_store,
@@ -291,7 +292,8 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
                 costs = await measure_costs_on(own, registry.config, samples, passes, PLANNED_WARM_UP_WAVES,
                                                refresh_ids=ids)
                 cpu = costs.model_costs()
-            refresh_ms = await _refresh_ms(registry, point)
+            # L_refresh once for the point only where no cycle takes its own (contextforge points)
+            refresh_ms = await _refresh_ms(registry, point) if own is None else 0.0
             check_ms = await _check_ms(registry)
             records, cpu_ms, pool_seconds = [], [], [0.0, 0.0]
             for _ in range(repeats):
@@ -376,7 +378,7 @@ async def _cycle_costs(registry: SessionRegistry, own: st.SessionStore, point: B
 def paired_models(inp: ModelInput, pairs: Sequence[CycleCosts]) -> list[ModelInput]:
     """The model's input for each measured cycle: ``inp`` with the costs taken just before that cycle."""
     return [replace(inp, cpu_refresh_ms=c.burst.cpu_ms, burst_refresh_ms=c.burst.wall_ms,
-                    cpu_share=max(0.05, c.cpu_share), expiry_ms=c.expiry_ms, refresh_ms=c.refresh_ms)
+                    cpu_share=max(MIN_CPU_SHARE, c.cpu_share), expiry_ms=c.expiry_ms, refresh_ms=c.refresh_ms)
             for c in pairs]
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from gateway_sim.costs import MIN_CPU_SHARE
 from gateway_sim.pool_monitor import histogram_percentile, percentile
 from harness.capacity.model import model_input, predict
 from harness.scenario.calibrate import Calibration
@@ -35,7 +36,7 @@ def cycle_cpu(calibration: Calibration, between: float | None) -> dict[str, floa
     what the gateway's other work (HTTP, streams) took between the previous cycle and this one."""
     cpu = calibration.cpu()
     if between is not None and cpu:
-        cpu["cpu_share"] = round(max(0.05, cpu.get("cpu_share", 1.0) - float(between)), 4)
+        cpu["cpu_share"] = round(max(MIN_CPU_SHARE, cpu.get("cpu_share", 1.0) - float(between)), 4)
     return cpu
 
 

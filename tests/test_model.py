@@ -7,12 +7,17 @@ import pytest
 from harness.capacity.model import (
     ModelInput,
     effective_concurrency,
-    one_wave_ms,
     overlap_norm,
     phase2_ms,
+    pipeline_ms,
     predict,
 )
 from harness.cli import main
+
+
+def waves_of_20(sessions: int, refresh_ms: float, roof_ms: float) -> float:
+    """Phase 2 of ``sessions`` single refreshes, 20 at a time, on the event loop."""
+    return pipeline_ms(refresh_ms, -(-sessions // 20), sessions, 20, roof_ms)
 
 
 def test_seed_example_bounded_100_sessions_50ms() -> None:
@@ -85,7 +90,8 @@ def test_cpu_roof_binds_when_the_loop_is_slower_than_the_round_trips() -> None:
     # 1000 sessions, c=20, L=1 ms: 50 rounds × 1 ms = 50 ms of round trips, but 1000 × 0.2 ms = 200 ms of CPU
     result = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.2))
     assert result.binding == "cpu"
-    assert result.model_ms == pytest.approx(phase2_ms(200.0, 50.0), abs=1e-3)  # the roofs' smooth maximum
+    # the first round trip, the other 49 overlapped with the work on 980 refreshes, the work on the last 20
+    assert result.model_ms == pytest.approx(1.0 + phase2_ms(49.0, 980 * 0.2) + 19 * 0.2, abs=1e-3)
     assert result.terms["refresh_db_ms"] == pytest.approx(50.0)
     assert result.c_eff == 20  # the concurrency limit is still reported
 
@@ -93,7 +99,8 @@ def test_cpu_roof_binds_when_the_loop_is_slower_than_the_round_trips() -> None:
 def test_round_trips_bind_when_the_cpu_roof_is_lower() -> None:
     # L=50 ms: 50 rounds × 50 ms = 2500 ms > 1000 × 0.2 ms
     result = predict(ModelInput(sessions=1000, refresh_ms=50.0, cpu_refresh_ms=0.2))
-    assert (result.binding, result.model_ms) == ("semaphore", pytest.approx(phase2_ms(2500.0, 200.0), abs=1e-3))
+    assert (result.binding, result.model_ms) == ("semaphore",
+                                                 pytest.approx(50.0 + phase2_ms(2450.0, 196.0) + 19 * 0.2, abs=1e-3))
 
 
 def test_cpu_roof_applies_to_batched_refreshes() -> None:
@@ -105,23 +112,23 @@ def test_cpu_roof_applies_to_batched_refreshes() -> None:
     assert (result.binding, result.model_ms) == ("cpu", pytest.approx(2.0 + 19 * 5.0, abs=1e-3))
     result = predict(ModelInput(sessions=10_000, refresh_ms=2.0, strategy="batched", cpu_refresh_ms=0.01,
                                 max_concurrent=5))  # four waves of five chunks: the roofs' smooth maximum
-    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(phase2_ms(8.0, 100.0), abs=1e-3))
+    assert (result.binding, result.model_ms) == ("cpu", pytest.approx(2.0 + phase2_ms(6.0, 75.0) + 4 * 5.0, abs=1e-3))
 
 
 def test_the_thread_driver_overlaps_its_roofs_better() -> None:
-    assert (overlap_norm("async"), overlap_norm("thread")) == (1.5, 2.0)
+    assert (overlap_norm("async"), overlap_norm("thread")) == (1.5, 4.0)
     kw = {"sessions": 1000, "refresh_ms": 10.0, "cpu_refresh_ms": 0.3}
     on_loop = predict(ModelInput(**kw))
     threads = predict(ModelInput(**kw, driver="thread", executor_threads=20))
     assert on_loop.terms == threads.terms  # the same two roofs: 50 waves of 10 ms, 1000 × 0.3 ms
-    assert threads.model_ms == pytest.approx(phase2_ms(500.0, 300.0, norm=2.0), abs=1e-3)
+    assert threads.model_ms == pytest.approx(10.0 + phase2_ms(490.0, 294.0, norm=4.0) + 19 * 0.3, abs=1e-3)
     assert max(500.0, 300.0) < threads.model_ms < on_loop.model_ms
 
 
 def test_one_wave_is_a_round_trip_and_the_loops_work_on_the_others() -> None:
-    assert one_wave_ms(2.0, 5.0, 1) == 2.0  # one statement: its round trip, whatever the roof
-    assert one_wave_ms(2.0, 5.0, 4) == 17.0
-    assert one_wave_ms(2.0, 5.0, 0) == 0.0
+    assert pipeline_ms(2.0, 1, 1, 20, 5.0) == 2.0  # one statement: its round trip, whatever the roof
+    assert pipeline_ms(2.0, 1, 4, 20, 5.0) == 17.0
+    assert pipeline_ms(2.0, 0, 0, 20, 5.0) == 0.0
     # one batched chunk (100 sessions ≤ batch_size): the round trip alone, not combined with the burst's roof
     result = predict(ModelInput(sessions=100, refresh_ms=2.0, strategy="batched", burst_refresh_ms=0.05,
                                 expiry_ms=1.0))
@@ -179,7 +186,7 @@ def test_model_command_takes_the_cpu_costs(capsys) -> None:
                  "--phase1-removal", "batched", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["binding"] == "cpu"
-    assert out["model_ms"] == pytest.approx(1100 * 0.01 + 0.05 * 100 + phase2_ms(50.0, 1000 * 0.2), abs=1e-3)
+    assert out["model_ms"] == pytest.approx(1100 * 0.01 + 0.05 * 100 + waves_of_20(1000, 1.0, 0.2), abs=1e-3)
     assert main(["model", "--sessions", "10", "--db-latency-ms", "1", "--cpu-refresh-ms", "-1"]) == 2
 
 
@@ -196,14 +203,14 @@ def test_a_burst_slower_than_the_loops_cpu_raises_the_roof(capsys) -> None:
     database's side is slower than the loop's CPU, the roof is the burst's, never below the CPU's."""
     cpu_only = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3))
     database = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3, burst_refresh_ms=0.7))
-    assert (cpu_only.model_ms, database.model_ms) == (pytest.approx(phase2_ms(50.0, 300.0), abs=1e-3),
-                                                      pytest.approx(phase2_ms(50.0, 700.0), abs=1e-3))
+    assert (cpu_only.model_ms, database.model_ms) == (pytest.approx(waves_of_20(1000, 1.0, 0.3), abs=1e-3),
+                                                      pytest.approx(waves_of_20(1000, 1.0, 0.7), abs=1e-3))
     assert database.binding == "cpu" and database.terms["refresh_cpu_ms"] == pytest.approx(700.0)
     shared = predict(ModelInput(sessions=1000, refresh_ms=1.0, cpu_refresh_ms=0.3, burst_refresh_ms=0.2, cpu_share=0.5))
-    assert shared.model_ms == pytest.approx(phase2_ms(50.0, 600.0), abs=1e-3)  # CPU over its share beats the burst
+    assert shared.model_ms == pytest.approx(waves_of_20(1000, 1.0, 0.6), abs=1e-3)  # CPU over its share beats the burst
     assert main(["model", "--sessions", "1000", "--db-latency-ms", "1", "--cpu-refresh-ms", "0.3",
                  "--burst-refresh-ms", "0.7", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["model_ms"] == pytest.approx(phase2_ms(50.0, 700.0), abs=1e-3)
+    assert json.loads(capsys.readouterr().out)["model_ms"] == pytest.approx(waves_of_20(1000, 1.0, 0.7), abs=1e-3)
 
 
 def test_the_ttl_sweep_adds_its_own_round_trip_once_per_cycle(capsys) -> None:

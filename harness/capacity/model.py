@@ -3,14 +3,17 @@
 With C connected sessions, D disconnected ones and N = C + D checked::
 
     cycle = expiry + N × check + removal(D) + phase2
-    phase2 = ((rounds × L_refresh)^p + (C × roof)^p)^(1/p)          (more statements than c_eff: several waves;
-                                                                      p = 1.5, 2 for the thread driver)
-             L_refresh + (statements − 1) × roof × C / statements       (all statements in one wave)
+    phase2 = L_refresh + steady + (w − 1) × roof       a pipeline: fill, steady state, drain
+    steady = (((rounds − 1) × L_refresh)^p + ((statements − w) × roof)^p)^(1/p)
+                                             (p = 1.5; 4 for the thread driver; 0 when all statements fit in one
+                                              wave, which leaves L_refresh + (statements − 1) × roof)
 
-    rounds        = ceil(C / c_eff)          (bounded, gather, sequential: one refresh statement per session)
-                    ceil(ceil(C / batch_size) / c_eff)   (batched: one UPDATE … = ANY(:ids) per chunk, the
-                                             chunks gathered under the same limits)
-    roof          = max(cpu_refresh / cpu_share, burst_refresh)
+    statements    = C (bounded, gather, sequential: one refresh statement per session)
+                    ceil(C / batch_size)     (batched: one UPDATE … = ANY(:ids) per chunk, the chunks gathered
+                                             under the same limits)
+    rounds        = ceil(statements / c_eff)  waves of statements
+    w             = min(c_eff, statements)    statements in flight at once
+    roof          = max(cpu_refresh / cpu_share, burst_refresh) × sessions per statement
     c_eff         = min(max_concurrent, executor threads (thread driver), pool_size + max_overflow,
                         (max_connections − reserved) / gateway workers)
     removal(D)    = D × (L_delete + cpu_remove)   phase-1 removal per-session: one DELETE each, one after another
@@ -22,11 +25,12 @@ per-session removal awaits its own DELETE round trip before the next check, so r
 one pays one round trip and keeps only the per-session work (closing the transport, the bookkeeping). Phase 2 is
 bound by the slower of two resources: the database round trips (``rounds`` waves of ``L_refresh``, the wall time of
 one refresh), or the gateway's own CPU (one event loop, and under the GIL the driver's threads too, run the client
-side of every refresh one after another: ``C × cpu_refresh``). They combine as a smooth maximum (p = 1.5; 2 for
-the thread driver), not the ideal ``max`` (see :func:`phase2_ms` and :func:`overlap_norm`). When every
-statement fits in one wave there is no other wave to overlap with: the wave is one round trip, and the loop's
-work on the other statements of the wave comes after the first reply (:func:`one_wave_ms`; one statement, as
-a batched cycle of up to ``batch_size`` sessions sends, is just ``L_refresh``). ``binding`` is ``cpu`` when the
+side of every refresh one after another: ``C × cpu_refresh``). Phase 2 is a pipeline of ``w`` statements in
+flight (:func:`pipeline_ms`): nothing overlaps the first round trip (the fill), nor the loop's work on the
+replies of the last ``w`` statements after the last round trip (the drain); between them the other round trips
+and the loop's work on the other statements overlap, combined as a smooth maximum (:func:`phase2_ms`,
+:func:`overlap_norm`), not the ideal ``max``. With few waves the fill and the drain are most of the cycle; with
+many, the steady state, and the cycle tends to the larger roof. ``binding`` is ``cpu`` when the
 throughput roof is the larger; else the concurrency limit that sets ``c_eff`` (``none`` when no limit is below C).
 
 ``cpu_share`` is the share of a core the gateway process got while its calibration burst was CPU-bound (1 on an
@@ -163,8 +167,9 @@ def removal_ms(inp: ModelInput) -> float:
 
 
 OVERLAP_NORM = 1.5
-"""How the two roofs of phase 2 combine: ``(a^p + b^p)^(1/p)``; p → ∞ is the ideal ``max``, p = 1 their sum."""
-THREAD_OVERLAP_NORM = 2.0
+"""How the two roofs of phase 2's steady state combine: ``(a^p + b^p)^(1/p)``; p → ∞ is the ideal ``max``, p = 1
+their sum."""
+THREAD_OVERLAP_NORM = 4.0
 """The same for the thread driver, whose executor threads each take their own reply (see :func:`overlap_norm`)."""
 
 
@@ -173,33 +178,39 @@ def overlap_norm(driver: str) -> float:
 
     On the event loop (``async``) a wave's replies come back together and queue for the one loop. On the
     ``thread`` driver each executor thread waits for its own reply with the GIL released and picks it up
-    itself, so the round trips and the CPU overlap better: over four runs of the bench grid its points are in
-    the band more often with p = 2 than with 1.5, 3 or the ``max`` (see the README).
+    itself, so the round trips and the CPU overlap better: a larger p (see the README for the grids it was
+    chosen on).
     """
     return THREAD_OVERLAP_NORM if driver == "thread" else OVERLAP_NORM
 
 
 def phase2_ms(database_ms: float, cpu_ms: float, norm: float = OVERLAP_NORM) -> float:
-    """Phase 2 from its two roofs: the round trips (``rounds × L_refresh``) and the throughput (``C × roof``).
+    """The smooth maximum of two overlapping roofs: the round trips and the loop's work between fill and drain.
 
     The roofline's ``max`` assumes the two overlap perfectly. They do not quite: the refreshes of a wave come
-    back from the database together and queue for the loop, so where the roofs are close the cycle is longer
-    than either. The smooth maximum with p = 1.5 is the empirical fit: on the bench grid it is in the band as
-    often as p = 2 and 1.75 (p = 3, 4 and the ``max`` less often), and on the default run, few waves under
-    load, it is the one of them that stays within 0.87–1.2 (see the README); far from the knee it is the larger
-    roof.
+    back from the database together and queue for the loop, so where the roofs are close the steady state is
+    longer than either; far from the knee it is the larger roof.
     """
     if database_ms <= 0 or cpu_ms <= 0:
         return max(database_ms, cpu_ms)
     return float((database_ms**norm + cpu_ms**norm) ** (1.0 / norm))
 
 
-def one_wave_ms(refresh_ms: float, statement_roof_ms: float, statements: int) -> float:
-    """Phase 2 when its ``statements`` all go out at once (no more than ``c_eff``): the round trip of one, then
-    the throughput roof's time for each of the others."""
+def pipeline_ms(refresh_ms: float, rounds: int, statements: int, window: int, statement_roof_ms: float,
+                norm: float = OVERLAP_NORM) -> float:
+    """Phase 2 as a pipeline of ``window`` statements in flight, ``statements`` in ``rounds`` waves: the first
+    round trip (fill), then the other round trips overlapped with the loop's work on all but the last
+    ``window`` statements (:func:`phase2_ms`), then the work on the replies of the last ones (drain).
+
+    One wave (``statements ≤ window``) has no steady state: the round trip of one statement, then the roof's
+    time for each of the others; one statement, as a batched cycle of up to ``batch_size`` sessions sends, is
+    just ``refresh_ms``.
+    """
     if statements <= 0:
         return 0.0
-    return refresh_ms + (statements - 1) * statement_roof_ms
+    in_flight = max(1, min(window, statements))
+    steady = phase2_ms(max(0, rounds - 1) * refresh_ms, (statements - in_flight) * statement_roof_ms, norm)
+    return refresh_ms + steady + (in_flight - 1) * statement_roof_ms
 
 
 def predict(inp: ModelInput) -> ModelResult:
@@ -214,9 +225,8 @@ def predict(inp: ModelInput) -> ModelResult:
     if cpu > database:
         binding = "cpu"
     statements = statement_count(inp)
-    one_wave = rounds == 1  # nothing to overlap with
-    phase2 = (one_wave_ms(inp.refresh_ms, cpu / statements, statements) if one_wave
-              else phase2_ms(database, cpu, overlap_norm(inp.driver)))
+    phase2 = pipeline_ms(inp.refresh_ms, rounds, statements, c_eff, cpu / max(1, statements),
+                         overlap_norm(inp.driver))
     model_ms = inp.expiry_ms + checks + removal + phase2
     terms = {"expiry_ms": round(inp.expiry_ms, 3), "check_ms": round(checks, 3), "removal_ms": round(removal, 3),
              "refresh_db_ms": round(database, 3), "refresh_cpu_ms": round(cpu, 3)}

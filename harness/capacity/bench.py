@@ -298,7 +298,7 @@ async def measure_point(point: BenchPoint, db_url: str, repeats: int = 3) -> Ben
             records, cpu_ms, pool_seconds = [], [], [0.0, 0.0]
             for _ in range(repeats):
                 if own is not None:  # each cycle beside costs of its own, taken just before it
-                    pairs.append(await _cycle_costs(registry, own, point, ids, passes))
+                    pairs.append(await cycle_costs(registry, own, point, ids, passes))
                 before = registry.monitor.snapshot()
                 started = time.process_time()
                 records.append(await cycle())
@@ -367,7 +367,7 @@ PAIRED_COSTS = ("cpu_refresh_ms", "burst_refresh_ms", "cpu_share", "expiry_ms", 
 """The model's inputs each cycle takes from its own :class:`CycleCosts` (the rest are the point's)."""
 
 
-async def _cycle_costs(registry: SessionRegistry, own: st.SessionStore, point: BenchPoint, ids: Sequence[str],
+async def cycle_costs(registry: SessionRegistry, own: st.SessionStore, point: BenchPoint, ids: Sequence[str],
                        passes: int) -> CycleCosts:
     """The costs a cycle is modelled with, taken just before it (the burst on ``own``, a calibration store)."""
     burst, share = await refresh_burst(own, registry.config, ids, passes)

@@ -128,19 +128,25 @@ CALIBRATION_APPLICATION = "mcp-loadtest-calibration"
 
 
 PLANNED_WARM_UP_WAVES = 6
-"""Postgres plans a prepared statement afresh for its first five executions on a connection and may then keep a
-generic plan, which the gateway's long-lived connections run: six warm-up waves take every connection of the
-burst past that, so even its first timed pass costs what a cycle's refreshes cost."""
+"""Postgres plans a prepared statement afresh for its first five executions on a connection and then keeps a
+generic plan if that costs no more than the custom plans did: six warm-up waves take every connection of the
+burst past that choice, so even its first timed pass costs what a cycle's refreshes cost."""
 MAX_WARM_UP_WAVES = 10
 
 
 async def _warm_up(store: st.SessionStore, config: RegistryConfig, ids: list[str], waves: int) -> None:
-    """Open the connections one wave uses, each with its refresh statements prepared, while touching few rows:
-    ``waves`` waves of ``max_concurrent`` one-id refreshes (one-id chunks for batched) over the same rows, so the
-    timed burst updates every other row once, as a cycle does."""
-    warm = SessionRegistry(store, replace(config, batch_size=1), worker_id="calibration")
+    """Open the connections one wave uses, each with its refresh statement planned as the gateway's are.
+
+    One-id strategies: ``waves`` waves of ``max_concurrent`` refreshes over the same rows, so the timed burst
+    updates every other row once, as a cycle does. Batched: ``waves`` waves of the burst itself, chunks of
+    ``batch_size`` ids. Postgres chooses between a generic and a custom plan for ``= ANY(:ids)`` from the cost of
+    the first five executions on the connection: one-id chunks make it keep planning every batch afresh (with
+    the array's values, often another scan), where the gateway's connections, warmed by full chunks, keep the
+    generic plan; that difference alone made the burst about twice the cycle's wave."""
+    warm = SessionRegistry(store, config, worker_id="calibration")
+    wave = ids if config.strategy == "batched" else ids[: config.max_concurrent]
     for _ in range(waves):
-        await warm.refresh_connected(ids[: config.max_concurrent])
+        await warm.refresh_connected(wave)
 
 
 def _median(costs: list[OpCost]) -> OpCost:

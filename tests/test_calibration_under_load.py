@@ -114,10 +114,20 @@ def _wait_for(condition, seconds: float = 5.0) -> bool:
 
 
 @pytest.mark.parametrize("waves", [1, 6])
-async def test_the_warm_up_is_waves_of_one_id_refreshes(waves: int) -> None:
+async def test_the_batched_warm_up_is_waves_of_the_burst_itself(waves: int) -> None:
+    """Full chunks, as the gateway's connections run them, so Postgres plans the batched UPDATE as it does there."""
+    store = FakeStore()
+    ids = [f"s{i}" for i in range(1200)]
+    store.rows.update(ids)
+    await _warm_up(store, RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), ids, waves=waves)
+    assert store.chunks == [500, 500, 200] * waves and store.refresh_calls == 0
+
+
+@pytest.mark.parametrize("waves", [1, 6])
+async def test_the_bounded_warm_up_is_waves_of_one_id_refreshes(waves: int) -> None:
     """It opens a wave's connections and leaves the other rows to the timed burst, which then updates each once."""
     store = FakeStore()
     ids = [f"s{i}" for i in range(100)]
     store.rows.update(ids)
-    await _warm_up(store, RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), ids, waves=waves)
-    assert store.chunks == [1, 1, 1, 1] * waves
+    await _warm_up(store, RegistryConfig(strategy="bounded", max_concurrent=4), ids, waves=waves)
+    assert store.refresh_calls == 4 * waves and store.chunks == []

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 
 from sqlalchemy import text
 
 from gateway_sim import store as st
-from gateway_sim.costs import PLANNED_WARM_UP_WAVES, calibration_store, measure_costs_on
+from gateway_sim.costs import PLANNED_WARM_UP_WAVES, calibration_store, measure_costs_on, median_burst
 from gateway_sim.gc_tuning import tuned_gc
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.registry_api import create_registry
@@ -45,12 +43,7 @@ def plan_counts(session: st.Executor) -> list[tuple[int, int]]:
 
 async def wave_ms(registry: SessionRegistry, ids: Sequence[str], passes: int) -> float:
     """Median wall time of ``passes`` waves of the registry's own refresh of ``ids``."""
-    walls = []
-    for _ in range(passes):
-        started = time.perf_counter()
-        await registry.refresh_connected(ids)
-        walls.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(walls)
+    return (await median_burst(passes, 1, lambda: registry.refresh_connected(ids))).wall_ms
 
 
 async def run(point: BenchPoint, db_url: str, rounds: int) -> None:
@@ -63,7 +56,8 @@ async def run(point: BenchPoint, db_url: str, rounds: int) -> None:
         await registry.store.run(st.set_fault_knobs, point.db_latency_ms, 0.0, 0.0)
         await registry.add_sessions([SyntheticTransport() for _ in range(point.connected)])
         await registry.run_cleanup_cycle()
-        samples, passes = burst_samples(point), burst_passes(burst_samples(point), point.strategy)
+        samples = burst_samples(point)
+        passes = burst_passes(samples, point.strategy)
         ids = list(registry.sessions)[:samples]
         await measure_costs_on(own, registry.config, samples, passes, PLANNED_WARM_UP_WAVES, refresh_ids=ids)
         print("round  calibration wave ms  registry wave ms  L_refresh ms  cycle phase 2 ms")

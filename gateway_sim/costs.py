@@ -133,7 +133,7 @@ burst past that choice, so even its first timed pass costs what a cycle's refres
 MAX_WARM_UP_WAVES = 10
 
 
-async def _warm_up(store: st.SessionStore, config: RegistryConfig, ids: list[str], waves: int) -> None:
+async def _warm_up(registry: SessionRegistry, ids: Sequence[str], waves: int) -> None:
     """Open the connections one wave uses, each with its refresh statement planned as the gateway's are.
 
     One-id strategies: ``waves`` waves of ``max_concurrent`` refreshes over the same rows, so the timed burst
@@ -142,10 +142,10 @@ async def _warm_up(store: st.SessionStore, config: RegistryConfig, ids: list[str
     the first five executions on the connection: one-id chunks make it keep planning every batch afresh (with
     the array's values, often another scan), where the gateway's connections, warmed by full chunks, keep the
     generic plan; that difference alone made the burst about twice the cycle's wave."""
-    warm = SessionRegistry(store, config, worker_id="calibration")
+    config = registry.config
     wave = ids if config.strategy == "batched" else ids[: config.max_concurrent]
     for _ in range(waves):
-        await warm.refresh_connected(wave)
+        await registry.refresh_connected(wave)
 
 
 def _median(costs: list[OpCost]) -> OpCost:
@@ -154,7 +154,7 @@ def _median(costs: list[OpCost]) -> OpCost:
                   wall_ms=statistics.median(c.wall_ms for c in costs))
 
 
-async def _median_burst(passes: int, count: int, operation: Callable[[], Awaitable[Any]]) -> OpCost:
+async def median_burst(passes: int, count: int, operation: Callable[[], Awaitable[Any]]) -> OpCost:
     """The median of ``passes`` timed runs of ``operation``, each ``count`` operations."""
     costs = []
     for _ in range(passes):
@@ -168,7 +168,9 @@ async def sweep_cost(store: st.SessionStore) -> OpCost:
     """One TTL sweep that deletes nothing, right after the bursts: a cycle's sweep follows the previous cycle's
     refresh of every row and scans the row versions it left, as this one scans the bursts'. (Sweeps taken back
     to back come out a quarter to a third cheaper than that first one, and than the cycle's.)"""
-    return await _median_burst(1, 1, lambda: store.run(st.expire_sessions, NEVER_EXPIRES_S))
+    with _Burst(1) as sweep:
+        await store.run(st.expire_sessions, NEVER_EXPIRES_S)
+    return sweep.cost
 
 
 def calibration_store(store: st.SessionStore) -> st.SessionStore:
@@ -197,12 +199,12 @@ async def refresh_burst(own: st.SessionStore, config: RegistryConfig, ids: Seque
     :func:`calibration_store`): the median of ``passes`` timed passes after ``warm_up_waves`` untimed waves; and
     the share of a core this process got just before (:func:`cpu_share`)."""
     _check_limits(len(ids), passes, warm_up_waves)
-    if warm_up_waves:
-        await _warm_up(own, config, list(ids), warm_up_waves)
     scratch = SessionRegistry(own, config, worker_id="calibration")
+    if warm_up_waves:
+        await _warm_up(scratch, ids, warm_up_waves)
     share = cpu_share()
     # the median of the passes: the first one after the warm-up is the dearest
-    refresh = await _median_burst(passes, len(ids), lambda: scratch.refresh_connected(ids))
+    refresh = await median_burst(passes, len(ids), lambda: scratch.refresh_connected(ids))
     return refresh, share
 
 

@@ -119,7 +119,8 @@ async def test_the_batched_warm_up_is_waves_of_the_burst_itself(waves: int) -> N
     store = FakeStore()
     ids = [f"s{i}" for i in range(1200)]
     store.rows.update(ids)
-    await _warm_up(store, RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500), ids, waves=waves)
+    config = RegistryConfig(strategy="batched", max_concurrent=4, batch_size=500)
+    await _warm_up(SessionRegistry(store, config, worker_id="calibration"), ids, waves=waves)
     assert store.chunks == [500, 500, 200] * waves and store.refresh_calls == 0
 
 
@@ -129,5 +130,6 @@ async def test_the_bounded_warm_up_is_waves_of_one_id_refreshes(waves: int) -> N
     store = FakeStore()
     ids = [f"s{i}" for i in range(100)]
     store.rows.update(ids)
-    await _warm_up(store, RegistryConfig(strategy="bounded", max_concurrent=4), ids, waves=waves)
+    config = RegistryConfig(strategy="bounded", max_concurrent=4)
+    await _warm_up(SessionRegistry(store, config, worker_id="calibration"), ids, waves=waves)
     assert store.refresh_calls == 4 * waves and store.chunks == []

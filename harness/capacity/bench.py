@@ -38,6 +38,7 @@ from gateway_sim.costs import (
     OpCost,
     calibration_store,
     measure_costs_on,
+    median_burst,
     refresh_burst,
     sweep_cost,
 )
@@ -190,12 +191,7 @@ async def _refresh_ms(registry: Registry, point: BenchPoint) -> float:
 async def _batch_refresh_ms(registry: SessionRegistry, batch_size: int, samples: int = 3) -> float:
     """Median wall time of one batched refresh statement of a full chunk (the batched strategy's ``L_refresh``)."""
     ids = list(registry.sessions)[:batch_size]
-    walls = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        await registry.store.refresh_many(ids)
-        walls.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(walls)
+    return (await median_burst(samples, 1, lambda: registry.store.refresh_many(ids))).wall_ms
 
 
 BOUNDED_BURST = 2000

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from gateway_sim.config import RegistryConfig
 from gateway_sim.metrics import CpuBetweenCycles
 from gateway_sim.registry import SessionRegistry
 from gateway_sim.transports import SyntheticTransport
 from harness.scenario.calibrate import Calibration
-from harness.scenario.summarize import cycle_cpu
+from harness.scenario.summarize import cycle_cpu, cycle_model
 from tests.fakes import FakeStore
 
 
@@ -44,3 +46,13 @@ def test_the_cycle_gets_the_calibrated_share_less_the_other_work() -> None:
     assert cycle_cpu(calibration, 0.3)["cpu_share"] == 0.6
     assert cycle_cpu(calibration, 0.99)["cpu_share"] == 0.05  # never below a twentieth of a core
     assert cycle_cpu(Calibration(refresh_ms=10.0, delete_ms=1.0, samples=5), 0.3) == {}  # nothing calibrated
+
+
+def test_a_cycles_removals_take_the_harness_delete_round_trip() -> None:
+    calibration = Calibration(refresh_ms=10.0, delete_ms=0.8, samples=5, cpu_refresh_ms=0.2, cpu_remove_ms=0.05,
+                              remove_delete_ms=0.4, cpu_share=1.0)
+    config = {"strategy": "bounded", "phase1_removal": "per-session"}
+    gone = cycle_model({"removed_disconnected": 40, "checked": 40, "total_ms": 34.0}, calibration, config, 100)
+    none_gone = cycle_model({"removed_disconnected": 0, "checked": 0, "total_ms": 1.0}, calibration, config, 100)
+    assert gone.model_ms - none_gone.model_ms == pytest.approx(40 * (0.8 + 0.05), abs=0.01)
+    assert gone.model_ratio == pytest.approx(34.0 / gone.model_ms, abs=1e-3)

@@ -45,14 +45,16 @@ def cycle_model(cycle: Mapping[str, Any], calibration: Calibration, config: Mapp
     """The model beside one recorded cycle: its own session counts, the run's calibrated costs.
 
     :func:`harness.capacity.model.predict` for the cycle's connected and disconnected sessions, with the
-    refresh and delete round trips measured by the harness and the CPU costs measured in the gateway, less the
-    share of the core the gateway's other work took (:func:`cycle_cpu`).
+    refresh and delete round trips measured by the harness on the run's database path and the CPU costs
+    measured in the gateway, less the share of the core the gateway's other work took (:func:`cycle_cpu`). The
+    gateway's own ``remove_delete_ms`` (its burst's DELETE, on warm calibration connections over rows it had just
+    inserted) is reported, not modelled: it came out at about half of what the cycles' removals took.
     """
     disconnected = int(cycle["removed_disconnected"])
     connected = int(cycle["checked"]) - disconnected
-    delete_ms = calibration.remove_delete_ms if calibration.remove_delete_ms is not None else calibration.delete_ms
     result = predict(model_input(config, sessions=max(0, connected), refresh_ms=calibration.refresh_ms,
-                                 max_connections=max_connections, disconnected=disconnected, delete_ms=delete_ms,
+                                 max_connections=max_connections, disconnected=disconnected,
+                                 delete_ms=calibration.delete_ms,
                                  cpu=cycle_cpu(calibration, cycle.get("cpu_between_cycles"))))
     model_ms = result.model_ms
     ratio = float(cycle["total_ms"]) / model_ms if model_ms >= 1.0 else None

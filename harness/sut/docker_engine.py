@@ -11,11 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
 import socket
-import threading
-from collections.abc import Callable
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -128,33 +124,3 @@ def remove_orphans(client: Any) -> list[str]:
             removed.append(container.short_id)
     return removed
 
-
-class TerminateAsInterrupt:
-    """While installed, SIGTERM raises ``KeyboardInterrupt`` so ``finally`` blocks remove the container.
-
-    Installed only in the main thread and only over the default disposition: commands with their own
-    SIGTERM handling (``up``, ``run``) keep it. A second SIGTERM during the clean-up is ignored.
-    """
-
-    def __init__(self) -> None:
-        self._installed = False
-        self._fired = False
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self._fired:
-            self._fired = True
-            raise KeyboardInterrupt
-
-    def remove(self) -> None:
-        if self._installed and threading.current_thread() is threading.main_thread():
-            current: Callable[..., Any] | int | None = signal.getsignal(signal.SIGTERM)
-            if current == self._handle:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            self._installed = False

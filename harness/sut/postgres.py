@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from harness.errors import UsageError
+from harness.sut.sigterm import TerminateAsInterrupt
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,37 @@ class PostgresProvider(ABC):
     """A Postgres server the harness can start and stop; a context manager."""
 
     name: str = "postgres"
+    _sigterm: TerminateAsInterrupt | None = None
 
-    @abstractmethod
     def start(self) -> str:
-        """Start (or attach to) the server and return its ``postgresql://`` URL."""
+        """Start (or attach to) the server and return its ``postgresql://`` URL.
 
-    @abstractmethod
+        From here until :meth:`stop`, SIGTERM interrupts the command as Ctrl-C does, so the clean-up still runs.
+        """
+        if self._sigterm is None:
+            self._sigterm = TerminateAsInterrupt()
+        self._sigterm.install()
+        try:
+            return self._start()
+        except BaseException:
+            self._sigterm.remove()
+            raise
+
     def stop(self) -> None:
         """Stop what :meth:`start` started and remove its data; idempotent."""
+        try:
+            self._stop()
+        finally:
+            if self._sigterm is not None:
+                self._sigterm.remove()
+
+    @abstractmethod
+    def _start(self) -> str:
+        """What :meth:`start` does for this kind of server; cleans up after itself when it fails."""
+
+    @abstractmethod
+    def _stop(self) -> None:
+        """What :meth:`stop` does for this kind of server."""
 
     @property
     def supports_restart(self) -> bool:
@@ -131,7 +155,7 @@ class EmbeddedPostgres(PostgresProvider):
         except subprocess.TimeoutExpired:
             raise ProviderError(f"{Path(args[0]).name} did not finish within {timeout:.0f} s") from None
 
-    def start(self) -> str:
+    def _start(self) -> str:
         if self._running:
             return self.url
         root = Path(tempfile.mkdtemp(prefix="mcp-loadtest-pg-"))
@@ -174,6 +198,7 @@ class EmbeddedPostgres(PostgresProvider):
                 self.port = free_port(self.host)
             self.start_server()
         except BaseException:
+            self._kill_postmaster()  # interrupted while pg_ctl waited: the server may be up already
             self._remove_data()
             raise
         return self.url
@@ -217,7 +242,7 @@ class EmbeddedPostgres(PostgresProvider):
         self._run([self._binary("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"], timeout=90)
         self._running = False
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         try:
             if self._running:
                 try:
@@ -256,7 +281,7 @@ class DockerPostgres(PostgresProvider):
     STOP_TIMEOUT = 30
 
     def __init__(self, image: str | None = None, max_connections: int = 100, ready_timeout: float = 60.0) -> None:
-        from harness.sut.docker_engine import DEFAULT_IMAGE, TerminateAsInterrupt
+        from harness.sut.docker_engine import DEFAULT_IMAGE
 
         self.image = image or DEFAULT_IMAGE
         self.max_connections = max_connections
@@ -267,7 +292,6 @@ class DockerPostgres(PostgresProvider):
         self._container: Any = None
         self._running = False
         self._name = ""
-        self._guard = TerminateAsInterrupt()
 
     @property
     def supports_restart(self) -> bool:
@@ -287,7 +311,7 @@ class DockerPostgres(PostgresProvider):
     def _wrapped(self) -> Any:
         return self._container._container if self._container is not None else None
 
-    def start(self) -> str:
+    def _start(self) -> str:
         if self._running:
             return self.url
         from harness.sut.docker_engine import (
@@ -305,7 +329,6 @@ class DockerPostgres(PostgresProvider):
             check_local_engine()
         except DockerError as exc:
             raise ProviderError(str(exc)) from None
-        self._guard.install()
         try:
             for attempt in range(3):
                 try:
@@ -416,13 +439,12 @@ class DockerPostgres(PostgresProvider):
         ports = {int(b["HostPort"]) for b in bindings if b.get("HostPort")}
         return self.port if self.port in ports else (min(ports) if ports else None)
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         """Remove the container (and its anonymous volumes); idempotent."""
         try:
             self._remove_container()
         finally:
             self._running = False
-            self._guard.remove()
 
     def _remove_container(self) -> None:
         container, self._container = self._container, None
@@ -482,10 +504,10 @@ class ExternalPostgres(PostgresProvider):
             raise UsageError(f"--db-url must be a postgresql:// URL, got {url!r}")
         self._url = url
 
-    def start(self) -> str:
+    def _start(self) -> str:
         return self._url
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         return None
 
 

@@ -39,6 +39,7 @@ from harness.sut.postgres import DockerPostgres, ProviderError
 from harness.sut.stack import Stack, StackOptions
 from tests.fakes import FakeContainer, FakeDockerClient
 from tests.test_faults_gateway import INTERVAL, _assert_kept_and_recovered, _run_fault
+from tests.test_sigterm import BENCH_TO_INTERRUPT, terminate_mid_run
 
 IMAGE = os.environ.get("MCP_LOADTEST_DOCKER_IMAGE") or DEFAULT_IMAGE
 HARNESS = [sys.executable, "-m", "harness"]
@@ -273,24 +274,9 @@ def test_gateway_failing_after_the_container_started_removes_it(tmp_path: Path) 
 @pytest.mark.docker
 @needs_engine
 def test_sigterm_to_bench_removes_its_container(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*HARNESS, "bench", "--db", "docker", "--docker-image", IMAGE, "--sessions", "2000",
-                             "--strategy", "sequential", "--db-latency-ms", "5", "--repeats", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 60
-        while not _ours(proc.pid):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        time.sleep(5)  # into the measurement: the container is up and in use
-        assert proc.poll() is None
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert _ours(proc.pid) == []
+    pid = terminate_mid_run([*BENCH_TO_INTERRUPT, "--db", "docker", "--docker-image", IMAGE],
+                            lambda proc: bool(_ours(proc.pid)), tmp_path)
+    assert _ours(pid) == []
 
 
 @pytest.mark.docker

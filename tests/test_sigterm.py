@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -95,17 +95,20 @@ def _servers_under(root: Path) -> list[psutil.Process]:
     return found
 
 
-def test_sigterm_to_bench_stops_its_embedded_postgres_and_removes_its_data() -> None:
-    # the data directory goes under a fresh TMPDIR, so this run's server is told apart from any other
-    root = Path(tempfile.mkdtemp(prefix="sigterm-"))
-    root.chmod(0o755)  # the embedded server runs as its own user when the tests run as root
-    proc = subprocess.Popen([*HARNESS, "bench", "--sessions", "2000", "--strategy", "sequential",
-                             "--db-latency-ms", "5", "--repeats", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
-                            env={**os.environ, "TMPDIR": str(root)})
+BENCH_TO_INTERRUPT = ["bench", "--sessions", "2000", "--strategy", "sequential", "--db-latency-ms", "5",
+                      "--repeats", "3"]
+"""A bench that measures for longer than the tests wait before they send SIGTERM."""
+
+
+def terminate_mid_run(args: list[str], holds_server: Callable[[subprocess.Popen[str]], bool], cwd: Path,
+                      env: dict[str, str] | None = None) -> int:
+    """Start ``harness ARGS``, wait until it holds its server and 5 s more, send SIGTERM, and check the exit:
+    130 with ``interrupted`` and no traceback, within 60 s. Returns the command's pid."""
+    proc = subprocess.Popen([*HARNESS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env=env)
     try:
         deadline = time.monotonic() + 60
-        while not _servers_under(root):
+        while not holds_server(proc):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
         time.sleep(5)  # into the measurement: the server is up and in use
@@ -113,12 +116,23 @@ def test_sigterm_to_bench_stops_its_embedded_postgres_and_removes_its_data() -> 
         proc.terminate()
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
-        assert _servers_under(root) == []
-        assert not list(root.glob("mcp-loadtest-pg-*")), "the data directory was left behind"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
+    return proc.pid
+
+
+def test_sigterm_to_bench_stops_its_embedded_postgres_and_removes_its_data() -> None:
+    # the data directory goes under a fresh TMPDIR, so this run's server is told apart from any other
+    root = Path(tempfile.mkdtemp(prefix="sigterm-"))
+    root.chmod(0o755)  # the embedded server runs as its own user when the tests run as root
+    try:
+        terminate_mid_run(BENCH_TO_INTERRUPT, lambda _proc: bool(_servers_under(root)), root,
+                          {**os.environ, "TMPDIR": str(root)})
+        assert _servers_under(root) == []
+        assert not list(root.glob("mcp-loadtest-pg-*")), "the data directory was left behind"
+    finally:
         for server in _servers_under(root):
             server.kill()
         subprocess.run(["rm", "-rf", str(root)], check=False)

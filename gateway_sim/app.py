@@ -23,7 +23,7 @@ from gateway_sim.config import GatewayConfig
 from gateway_sim.metrics import GatewayMetrics, SessionEventLog
 from gateway_sim.registry_api import Registry, create_registry
 from gateway_sim.responses import HttpJsonRpc, json_error
-from gateway_sim.transports import KEEPALIVE, KEEPALIVE_EVENT, SSETransport, StreamableHTTPTransport, sse_event
+from gateway_sim.transports import GONE, KEEPALIVE, KEEPALIVE_EVENT, SSETransport, StreamableHTTPTransport, sse_event
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +180,14 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(sse_event("endpoint", f"/message?session_id={session_id}"))
+        transport.attach(response)
         queue = transport.queue
         while True:
             message = await queue.get()
             if message is None:
                 break
+            if message is GONE:
+                raise ConnectionError("an answer found the client gone")
             await response.write(KEEPALIVE_EVENT if message is KEEPALIVE else sse_event("message", message))
     except ConnectionError:
         client_gone = True
@@ -242,7 +245,7 @@ async def message_handler(request: web.Request) -> web.StreamResponse:
     if rpc.method == "tools/call" and rpc.params.get("name") == "sleep":
         spawn(request.app, answer())  # may take seconds: answered on the stream later
     else:
-        await answer()  # answers at once: queued for the stream without a task of its own
+        await answer()  # answers at once: written to the stream without a task of its own
     return _accepted()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any, Protocol
 
@@ -30,9 +31,20 @@ class Transport(Protocol):
 KEEPALIVE: dict[str, Any] = {}
 """Queued on an idle stream by the gateway's one keepalive timer; the handler writes :data:`KEEPALIVE_EVENT`."""
 
+GONE: dict[str, Any] = {}
+"""Queued when a direct write found the client gone: the handler ends the stream and removes the session."""
+
+#: Bytes a stream may hold unsent before a send is refused ("client is not reading its stream").
+SEND_BUFFER_LIMIT = 1 << 20
+
 
 class SSETransport:
-    """A client's ``GET /sse`` stream; messages are queued and written by the stream's handler."""
+    """A client's ``GET /sse`` stream.
+
+    Once the handler has written the ``endpoint`` event (:meth:`attach`), answers are written straight from
+    the sender's task, so an answer costs no queue hop and no wake-up of the stream's task. Before that, and
+    for keepalives and the end of the stream, messages go through the queue the handler reads.
+    """
 
     kind = "sse"
     persistent = True
@@ -40,6 +52,7 @@ class SSETransport:
     def __init__(self, request: web.Request, queue_size: int = 1000) -> None:
         self._request = request
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_size)
+        self._response: web.StreamResponse | None = None
         self._closed = False
 
     async def is_connected(self) -> bool:
@@ -48,8 +61,12 @@ class SSETransport:
         transport = self._request.transport
         return transport is not None and not transport.is_closing()
 
+    def attach(self, response: web.StreamResponse) -> None:
+        """The stream is open and its ``endpoint`` event written: later answers are written directly."""
+        self._response = response
+
     def mark_closed(self) -> None:
-        """The handler saw the stream fail on write: the client is gone."""
+        """A write to the stream failed: the client is gone."""
         self._closed = True
 
     def keepalive(self) -> None:
@@ -60,6 +77,23 @@ class SSETransport:
     async def send(self, message: dict[str, Any]) -> None:
         if self._closed:
             raise ConnectionError("stream closed")
+        response = self._response
+        if response is None:
+            self._put(message)
+            return
+        transport = self._request.transport
+        if transport is not None and transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+            raise ConnectionError("client is not reading its stream")
+        try:
+            await response.write(sse_event("message", message))
+        except ConnectionError:
+            # The stream's handler removes the session, as when its own write fails.
+            self._closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(GONE)
+            raise
+
+    def _put(self, message: dict[str, Any]) -> None:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -197,6 +199,35 @@ async def test_sse_client_leaving_ends_its_session(start_gateway, http):
         pytest.fail("the SSE session outlived its client")
     async with http.post(session.message_url, json=rpc("ping")) as resp:
         assert resp.status == 404
+
+
+async def test_an_answer_that_finds_its_client_gone_ends_the_session(start_gateway, http):
+    """Answers are written straight from the POST: one written to a reset stream removes the session
+    (``stream_closed``), as a failed keepalive does."""
+    gw = start_gateway("--sse-keepalive", "300", "--cleanup-interval", "300")
+    host, port = gw.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET /sse HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        received = b""
+        while b"event: endpoint" not in received or not received.endswith(b"\r\n"):
+            chunk = sock.recv(4096)
+            assert chunk, f"stream ended before its endpoint event: {received!r}"
+            received += chunk
+        session_id = re.search(rb"session_id=([0-9a-f]{32})", received).group(1).decode()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    message_url = f"{gw.url}/message?session_id={session_id}"
+    for _ in range(50):
+        async with http.post(message_url, json=rpc("ping")) as resp:
+            if resp.status == 404:  # the session is gone
+                break
+            assert resp.status == 202
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("answers to a reset stream did not end its session")
+    async with http.get(f"{gw.url}/admin/cycles") as resp:
+        sessions = (await resp.json())["sessions"]
+    assert sessions["active"] == 0
+    assert sessions["removed_by_reason"] == {"stream_closed": 1}
 
 
 # --- Streamable HTTP ---------------------------------------------------------------------------------

@@ -68,9 +68,13 @@ class StoreConfig:
     executor_threads: int = _default("executor_threads")
     pool_pre_ping: bool = _default("pool_pre_ping")
     application_name: str = _default("application_name")
+    write_batch_ms: float = _default("write_batch_ms")
 
     def __post_init__(self) -> None:
         check_fields(self, GATEWAY)
+        if self.write_batch_ms and self.driver != "async":
+            raise ValueError("--write-batch-ms needs --driver async (the thread driver sends what the real "
+                             "gateway sends, one statement per session)")
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,10 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("pool_pre_ping", "store", bool, False,
             "test each pooled connection on checkout and replace a dead one (default off: a dead connection fails "
             "its statement and the pool is invalidated)", switch=True),
+    Setting("write_batch_ms", "store", float, 0.0,
+            "async driver: gather the session inserts and deletes that arrive within this many ms into one "
+            "statement each (0: one statement per session; each open and close then waits up to this long)",
+            minimum=0),
     Setting("application_name", "store", _text, APPLICATION_PREFIX, "application_name of the gateway's connections",
             forward=False, reported=False, command_line=False),
     # registry: how the cleanup cycle runs

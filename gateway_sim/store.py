@@ -50,6 +50,7 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 from gateway_sim.config import StoreConfig
 from gateway_sim.pool_monitor import PoolMonitor
 from gateway_sim.settings import APPLICATION_PREFIX
+from gateway_sim.write_batch import WriteBatcher
 
 T = TypeVar("T")
 
@@ -268,6 +269,10 @@ def refresh_session(session: Session, session_id: str) -> bool:
 _TOUCH_ONE_RETURNING = _TOUCH_ONE.returning(SessionRow.session_id)
 _SESSIONS = SessionRow.__table__
 _INSERT_ONE = insert(_SESSIONS).values(session_id=bindparam("sid"), data=bindparam("data"))
+_INSERT_MANY = insert(_SESSIONS).from_select(
+    ["session_id", "data"],
+    select(func.unnest(bindparam("sids", type_=ARRAY(String))), func.unnest(bindparam("datas", type_=ARRAY(Text)))),
+)
 _DELETE_ONE = delete(_SESSIONS).where(_SESSIONS.c.session_id == bindparam("sid")).returning(_SESSIONS.c.session_id)
 
 _REFRESH_MANY = (
@@ -546,7 +551,12 @@ class AsyncStore(SessionStore):
         self._touch_one = _Single.of(_TOUCH_ONE_RETURNING, dialect)
         self._select_one = _Single.of(_SELECT_ONE, dialect)
         self._update_one = _Single.of(_TOUCH_ONE, dialect)
+        self._insert_many = _Single.of(_INSERT_MANY, dialect)
+        self._delete_many = _Single.of(_DELETE_GONE, dialect)
         self.monitor = PoolMonitor(self._async_engine.sync_engine.pool, config.pool_size, config.max_overflow)
+        window = config.write_batch_ms / 1000.0
+        self._adds = WriteBatcher(self._add_batch, window) if window else None
+        self._removes = WriteBatcher(self._remove_batch, window) if window else None
 
     @property
     def engine(self) -> Engine:
@@ -581,23 +591,39 @@ class AsyncStore(SessionStore):
             self._pool._invalidate(fairy, exc)  # every connection older than this one is replaced on checkout
         return OperationalError(statement.sql, args, exc)
 
-    async def _single(self, statement: _Single, *args: Any) -> Any:
+    async def _single(self, statement: _Single, *args: Any, rows: bool = False) -> Any:
         # One statement outside a transaction (Postgres commits it at once): one round trip, run on the pooled
         # connection's asyncpg driver connection without SQLAlchemy's per-statement layers. Only the async
         # driver does this; the thread driver sends what the real gateway sends.
         fairy = await self.monitor.acquire_pooled_async(self._pool)
         try:
-            return await fairy.driver_connection.fetchval(statement.sql, *args)
+            driver = fairy.driver_connection
+            return await (driver.fetch if rows else driver.fetchval)(statement.sql, *args)
         except Exception as exc:
             raise self._failed(fairy, statement, args, exc) from exc
         finally:
             await greenlet_spawn(fairy.close)
 
     async def add(self, session_id: str, data: str | None = None) -> None:
-        await self._single(self._insert_one, session_id, data)
+        if self._adds is not None:
+            await self._adds.submit((session_id, data))
+        else:
+            await self._single(self._insert_one, session_id, data)
 
     async def remove(self, session_id: str) -> bool:
+        if self._removes is not None:
+            return await self._removes.submit(session_id)
         return await self._single(self._delete_one, session_id) is not None
+
+    async def _add_batch(self, items: list[tuple[str, str | None]]) -> list[None]:
+        """``--write-batch-ms``: one ``INSERT … SELECT unnest(:ids), unnest(:data)`` for a window's opens."""
+        await self._single(self._insert_many, [sid for sid, _ in items], [data for _, data in items])
+        return [None] * len(items)
+
+    async def _remove_batch(self, session_ids: list[str]) -> list[bool]:
+        """``--write-batch-ms``: one ``DELETE … = ANY(:ids) RETURNING session_id`` for a window's closes."""
+        deleted = {row[0] for row in await self._single(self._delete_many, session_ids, rows=True)}
+        return [session_id in deleted for session_id in session_ids]
 
     async def touch(self, session_id: str) -> bool:
         return await self._single(self._touch_one, session_id) is not None
@@ -607,6 +633,9 @@ class AsyncStore(SessionStore):
         return conn.close
 
     async def close(self) -> None:
+        for batcher in (self._adds, self._removes):
+            if batcher is not None:
+                await batcher.close()
         self.monitor.detach()
         await self._async_engine.dispose()
 

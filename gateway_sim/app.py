@@ -163,13 +163,20 @@ async def _read_json_rpc(request: web.Request) -> mcp.Request:
 
 
 # --- SSE transport -----------------------------------------------------------------------------------
+class EventStreamResponse(web.StreamResponse):
+    """A stream whose headers go out with its first event, in one send (as aiohttp does for a plain response);
+    on an aiohttp without that switch they are sent at ``prepare``, as for any stream."""
+
+    _send_headers_immediately = False
+
+
 async def sse_handler(request: web.Request) -> web.StreamResponse:
     """``GET /sse``: open a session; ``endpoint`` first, then ``message`` and ``keepalive`` events."""
     app = request.app
     registry = app[REGISTRY]
     transport = SSETransport(request)
     session_id = await registry.add_session(transport)
-    response = web.StreamResponse(
+    response = EventStreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -48,10 +51,24 @@ class Request:
     is_notification: bool = False
 
 
+#: A run of digits orjson may not keep exact (it reads an integer beyond 64 bits as a float): such a body is
+#: decoded by the standard library, which keeps every integer.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _decode(body: bytes) -> Any:
+    if _LONG_NUMBER.search(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # the standard library decides: it takes NaN, Infinity and lone surrogates, and says what is wrong
+    return json.loads(body)
+
+
 def parse_body(body: bytes) -> Request:
     """Parse and validate one JSON-RPC message; raises :class:`JsonRpcError` on bad input."""
     try:
-        message = json.loads(body)
+        message = _decode(body)
     except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, an integer of too many digits
         raise JsonRpcError(PARSE_ERROR, f"Parse error: {exc}") from None
     return validate(message)

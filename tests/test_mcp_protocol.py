@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
@@ -329,3 +330,50 @@ def test_sse_events_are_compact_utf8_json_and_keep_ids_beyond_64_bits() -> None:
     assert [json.loads(e.data) for e in events] == [big, {"id": 1, "result": {"text": "é"}}]
     assert sse_event("message", {"a": 1}) == b'event: message\ndata: {"a":1}\n\n'
     assert sse_event("endpoint", "/message?session_id=x") == b"event: endpoint\ndata: /message?session_id=x\n\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"jsonrpc":"2.0","id":1180591620717411303424,"method":"echo","params":{"n":36893488147419103232}}',
+         (2**70, {"n": 2**65})),
+        (b'{"jsonrpc":"2.0","id":7,"method":"echo","params":{"x":NaN,"s":"\\ud800"}}', (7, {"x": None, "s": "\ud800"})),
+        (b'{"jsonrpc":"2.0","id":"a","method":"echo","params":{"text":"caf\xc3\xa9","f":1.5}}',
+         ("a", {"text": "café", "f": 1.5})),
+    ],
+)
+def test_bodies_decode_as_the_standard_library_decodes_them(body: bytes, expected: tuple[Any, dict[str, Any]]) -> None:
+    """Integers beyond 64 bits stay exact, NaN and lone surrogates are taken: the fast decoder changes no value."""
+    request = mcp.parse_body(body)
+    assert request.id == expected[0]
+    params = {k: (None if isinstance(v, float) and v != v else v) for k, v in request.params.items()}
+    assert params == expected[1]
+    assert all(type(request.params[k]) is type(v) for k, v in expected[1].items() if v is not None)
+
+
+def test_an_event_stream_sends_its_headers_with_its_first_event() -> None:
+    """``GET /sse``'s headers and its ``endpoint`` event leave in one send, not two."""
+    from aiohttp.http_writer import StreamWriter
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway_sim.app import EventStreamResponse
+
+    async def scenario() -> list[bytes]:
+        sent: list[bytes] = []
+        transport = mock.Mock()
+        transport.is_closing.return_value = False
+        transport.write.side_effect = lambda data: sent.append(bytes(data))
+        transport.writelines.side_effect = lambda chunks: sent.append(b"".join(bytes(c) for c in chunks))
+        protocol = mock.Mock(transport=transport, _reading_paused=False)
+        writer = StreamWriter(protocol, asyncio.get_running_loop())
+        request = make_mocked_request("GET", "/sse", writer=writer, transport=transport, protocol=protocol)
+        response = EventStreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        assert sent == []
+        await response.write(b"event: endpoint\ndata: /message?session_id=x\n\n")
+        return sent
+
+    sent = asyncio.run(scenario())
+    assert len(sent) == 1
+    assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"event: endpoint\ndata: /message?session_id=x\n\n" in sent[0]

@@ -203,8 +203,11 @@ class SessionRegistry:
             self._register(session_id, transport)
         return session_ids
 
-    async def remove_session(self, session_id: str, reason: str, *, delete_row: bool = True) -> bool:
+    async def remove_session(self, session_id: str, reason: str, *, delete_row: bool = True,
+                             grouped: bool = True) -> bool:
         """Close the transport and delete the row; False if this process did not hold the session.
+
+        ``grouped=False``: the delete does not wait for a ``--write-batch-ms`` window (see :meth:`SessionStore.remove`).
 
         A failed row delete is logged and retried at the next cycle: the client is gone either way.
         """
@@ -221,7 +224,7 @@ class SessionRegistry:
             log.exception("closing transport of %s failed", session_id)
         if delete_row:
             try:
-                await self.store.remove(session_id)
+                await self.store.remove(session_id, grouped=grouped)
             except Exception as exc:
                 self._pending_deletes.add(session_id)
                 log.warning("deleting row of %s failed (retried next cycle): %s", session_id, exc)
@@ -289,7 +292,7 @@ class SessionRegistry:
             checked += 1
             if await transport.is_connected():
                 connected.append(session_id)
-            elif await self.remove_session(session_id, "disconnected", delete_row=not batched):
+            elif await self.remove_session(session_id, "disconnected", delete_row=not batched, grouped=False):
                 removed += 1
                 gone.append(session_id)
         if batched and gone:

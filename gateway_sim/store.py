@@ -373,8 +373,12 @@ class SessionStore(ABC):
         """Insert a new session's row (:func:`insert_session`)."""
         await self.run(insert_session, session_id, data)
 
-    async def remove(self, session_id: str) -> bool:
-        """Delete a session's row (:func:`delete_session`); True if a row was deleted."""
+    async def remove(self, session_id: str, *, grouped: bool = True) -> bool:
+        """Delete a session's row (:func:`delete_session`); True if a row was deleted.
+
+        ``grouped=False``: never wait for a ``--write-batch-ms`` window (a cleanup cycle's removals, one after
+        another, would each wait one).
+        """
         return await self.run(delete_session, session_id)
 
     async def touch(self, session_id: str) -> bool:
@@ -610,8 +614,8 @@ class AsyncStore(SessionStore):
         else:
             await self._single(self._insert_one, session_id, data)
 
-    async def remove(self, session_id: str) -> bool:
-        if self._removes is not None:
+    async def remove(self, session_id: str, *, grouped: bool = True) -> bool:
+        if grouped and self._removes is not None:
             return await self._removes.submit(session_id)
         return await self._single(self._delete_one, session_id) is not None
 

@@ -60,7 +60,7 @@ class FakeStore:
     async def add(self, session_id: str, data: str | None = None) -> None:
         await self.run(insert_session, session_id, data)
 
-    async def remove(self, session_id: str) -> bool:
+    async def remove(self, session_id: str, *, grouped: bool = True) -> bool:
         return await self.run(delete_session, session_id)
 
     async def refresh(self, session_id: str) -> bool:

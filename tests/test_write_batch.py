@@ -108,3 +108,26 @@ async def test_a_gateway_with_grouped_writes_opens_answers_and_ends_sessions(sta
         await store.close()
     assert sid not in rows  # its DELETE went through the grouped delete
     assert len(set(sse_ids)) == 10 and set(sse_ids) <= rows  # inserted together; the cleanup cycle removes them later
+
+
+async def test_a_cleanup_cycles_removals_do_not_wait_for_the_window(db_url: str) -> None:
+    """Phase 1 removes gone sessions one after another: under per-session removal none waits a write window."""
+    from gateway_sim.config import RegistryConfig
+    from gateway_sim.registry import SessionRegistry
+    from gateway_sim.transports import SyntheticTransport
+
+    store = st.open_store(StoreConfig(db_url=db_url, driver="async", pool_size=3, write_batch_ms=2000))
+    registry = SessionRegistry(store, RegistryConfig(phase1_removal="per-session"))
+    try:
+        await store.run(st.create_schema)
+        transports = [SyntheticTransport(connected=False) for _ in range(5)]
+        ids = await registry.add_sessions(transports)
+        started = asyncio.get_running_loop().time()
+        connected, checked, removed = await registry.phase1()
+        elapsed = asyncio.get_running_loop().time() - started
+        assert (connected, checked, removed) == ([], 5, 5)
+        assert elapsed < 2.0  # five windows would be 10 s; one alone 2 s
+        assert not set(ids) & await store.run(st.all_session_ids)
+        assert store._removes.batches == 0
+    finally:
+        await store.close()
